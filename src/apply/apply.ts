@@ -1,0 +1,189 @@
+/**
+ * apply(plan): execute exactly the plan's actions, batched per namespace:
+ *
+ *   1. inside surviving containers: route and address removals (one `ip -batch` each)
+ *   2. host: veth, address and bridge removals (rtnetlink)
+ *   3. namespace removals
+ *   4. sysctls, namespace creations
+ *   5. host: bridges, addresses, link changes, veth pairs born inside their namespace
+ *   6. inside containers: loopback, peer set-up, addresses, routes (one `ip -batch` each, in parallel)
+ *   7. one atomic nft transaction
+ *
+ * The first failing phase stops the run with a KernelError naming the action; the
+ * next reconcile starts from a fresh observation.
+ */
+import { KernelError } from '../model/errors.js';
+import { epAlias, netAlias, nsAlias } from '../model/names.js';
+import type { Action, Plan } from '../diff/plan.js';
+import { elementJson, FAMILY, skeletonCommands } from '../firewall/rules.js';
+import { mapLimit } from '../kernel/exec.js';
+import type { HostNetlink } from '../kernel/netlink.js';
+import { batchNs, createNetns, deleteNetns, q } from '../kernel/netns.js';
+import { type NftCommand, nftRun } from '../kernel/nft.js';
+import { writeSysctl } from '../kernel/sysctl.js';
+
+export interface ApplyContext {
+  readonly instance: string;
+  readonly nl: HostNetlink;
+}
+
+export interface ApplyResult {
+  /** Kernel write operations performed (netlink requests, batch lines, nft commands). */
+  readonly writes: number;
+}
+
+type Of<K extends Action['op']> = Extract<Action, { op: K }>;
+
+function ctx(a: Action, e: unknown): never {
+  if (e instanceof KernelError) throw e;
+  throw new KernelError(a.op, e instanceof Error ? e.message : String(e));
+}
+
+async function runBatches(batches: Map<string, string[]>): Promise<number> {
+  const entries = [...batches.entries()].filter(([, l]) => l.length);
+  await mapLimit(entries, 8, ([path, lines]) => batchNs(path, lines));
+  return entries.reduce((n, [, l]) => n + l.length, 0);
+}
+
+function push(m: Map<string, string[]>, path: string, line: string) {
+  let l = m.get(path);
+  if (!l) m.set(path, (l = []));
+  l.push(line);
+}
+
+function linkLine(name: string, c: { mtu?: number; mac?: string; up?: boolean }): string {
+  const parts = [`link set dev ${q(name)}`];
+  if (c.mtu !== undefined) parts.push(`mtu ${c.mtu}`);
+  if (c.mac) parts.push(`address ${c.mac}`);
+  if (c.up) parts.push('up');
+  return parts.join(' ');
+}
+
+export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise<ApplyResult> {
+  const acts = plan.actions;
+  let writes = 0;
+  const of = <K extends Action['op']>(...ops: K[]) => acts.filter((a): a is Of<K> => (ops as string[]).includes(a.op));
+
+  // 1. container-side removals
+  const pre = new Map<string, string[]>();
+  for (const a of acts) {
+    if (a.op === 'route.del') push(pre, a.nsPath, `route del default via ${a.via} dev ${q(a.dev)}`);
+    else if (a.op === 'addr.del' && a.nsPath) push(pre, a.nsPath, `addr del ${a.cidr} dev ${q(a.dev)}`);
+  }
+  writes += await runBatches(pre);
+
+  // 2. host removals
+  let index = new Map((await nl.links()).map((l) => [l.name, l.index]));
+  for (const a of acts) {
+    try {
+      if (a.op === 'veth.delete') await nl.deleteLink(a.name);
+      else if (a.op === 'addr.del' && !a.nsPath) await nl.delAddr(index.get(a.dev)!, a.cidr);
+      else if (a.op === 'bridge.delete') await nl.deleteLink(a.name);
+      else continue;
+      writes++;
+    } catch (e) {
+      ctx(a, e);
+    }
+  }
+
+  // 3. namespace removals
+  for (const a of of('netns.delete')) {
+    await deleteNetns(a.name);
+    writes++;
+  }
+
+  // 4. sysctls, namespace creations
+  const post = new Map<string, string[]>();
+  for (const a of of('sysctl.set')) {
+    writeSysctl(a.key, a.value);
+    writes++;
+  }
+  for (const a of of('netns.create')) {
+    await createNetns(a.name);
+    writes++;
+    const path = `/run/netns/${a.name}`;
+    push(post, path, `link set dev lo alias ${q(nsAlias(instance, a.container))}`);
+    push(post, path, 'link set dev lo up');
+  }
+
+  // 5. host creations and changes
+  const hostActs = acts.filter(
+    (a) => a.op === 'bridge.create' || (a.op === 'addr.add' && !a.nsPath) || (a.op === 'link.set' && !a.nsPath) || a.op === 'veth.create',
+  );
+  for (const a of hostActs) {
+    try {
+      if (a.op === 'bridge.create') {
+        await nl.createBridge(a.name, a.mtu);
+        await nl.setLink(a.name, { alias: netAlias(instance, a.network), up: true });
+        writes += 2;
+        index = new Map((await nl.links()).map((l) => [l.name, l.index]));
+      } else if (a.op === 'addr.add') {
+        await nl.addAddr(index.get(a.dev)!, a.cidr);
+        writes++;
+      } else if (a.op === 'link.set') {
+        const master = a.change.master === undefined ? undefined : (index.get(a.change.master) ?? null);
+        await nl.setLink(a.name, { mtu: a.change.mtu, mac: a.change.mac, up: a.change.up, master });
+        writes++;
+      } else if (a.op === 'veth.create') {
+        await nl.createVeth(a.name, a.peer, a.nsPath, { mtu: a.mtu, peerMac: a.mac });
+        const master = a.master ? index.get(a.master) : undefined;
+        if (a.master && master === undefined) throw new KernelError(a.op, `bridge ${a.master} not found`);
+        await nl.setLink(a.name, { master, alias: epAlias(instance, a.container, a.network), up: true });
+        writes += 2;
+        push(post, a.nsPath, `link set dev ${q(a.peer)} alias ${q(epAlias(instance, a.container, a.network))}`);
+        push(post, a.nsPath, `link set dev ${q(a.peer)} up`);
+      }
+    } catch (e) {
+      ctx(a, e);
+    }
+  }
+
+  // 6. container-side creations
+  for (const a of acts) {
+    if (a.op === 'link.set' && a.nsPath) push(post, a.nsPath, linkLine(a.name, a.change));
+    else if (a.op === 'addr.add' && a.nsPath)
+      push(post, a.nsPath, `addr add ${a.cidr} dev ${q(a.dev)}${a.cidr.includes(':') ? ' nodad' : ''}`);
+    else if (a.op === 'route.add') push(post, a.nsPath, `${a.family === 6 ? '-6 ' : ''}route replace default via ${a.via} dev ${q(a.dev)}`.replace(/^-6 /, ''));
+  }
+  writes += await runBatches(post);
+
+  // 7. nftables, one transaction
+  const tx = nftTransaction(acts);
+  await nftRun(tx);
+  writes += tx.length;
+  return { writes };
+}
+
+/** The single nft transaction of a plan (empty when the plan has no nft actions). */
+export function nftTransaction(acts: readonly Action[]): NftCommand[] {
+  const tx: NftCommand[] = [];
+  for (const a of acts) {
+    if (a.op === 'nft.table.delete') tx.push({ delete: { table: { family: FAMILY, name: a.table } } });
+    else if (a.op === 'nft.table.create') {
+      tx.push({ add: { table: { family: FAMILY, name: a.table } } });
+      tx.push(...skeletonCommands(a.table));
+    } else if (a.op === 'nft.table.replace') {
+      // add + delete + add in one batch is an atomic replace (KERNEL-NOTES)
+      tx.push({ add: { table: { family: FAMILY, name: a.table } } });
+      tx.push({ delete: { table: { family: FAMILY, name: a.table } } });
+      tx.push({ add: { table: { family: FAMILY, name: a.table } } });
+      tx.push(...skeletonCommands(a.table));
+    }
+  }
+  const groups = new Map<string, { verb: 'add' | 'delete'; table: string; set: string; keys: string[] }>();
+  for (const a of acts) {
+    if (a.op !== 'nft.element.add' && a.op !== 'nft.element.delete') continue;
+    const verb = a.op === 'nft.element.add' ? 'add' : 'delete';
+    const k = `${verb} ${a.set}`;
+    let g = groups.get(k);
+    if (!g) groups.set(k, (g = { verb, table: a.table, set: a.set, keys: [] }));
+    g.keys.push(a.key);
+  }
+  const ordered = [...groups.values()].sort((x, y) => (x.verb === y.verb ? 0 : x.verb === 'delete' ? -1 : 1));
+  for (const g of ordered) {
+    tx.push({
+      [g.verb]: { element: { family: FAMILY, table: g.table, name: g.set, elem: g.keys.map((k) => elementJson(g.set, k)) } },
+    });
+  }
+  return tx;
+}

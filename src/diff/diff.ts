@@ -1,0 +1,169 @@
+/**
+ * diff(desired, actual) → Plan. Pure, total and deterministic: objects are visited in
+ * sorted order; deletions come first (reverse dependency order), then creations and
+ * updates (dependency order), then the nft changes.
+ */
+import type { KernelState, NamespaceState } from '../model/state.js';
+import type { Action, LinkChange, Plan } from './plan.js';
+
+const keys = <T>(o: Readonly<Record<string, T>>) => Object.keys(o).sort();
+const minus = (a: readonly string[], b: readonly string[]) => a.filter((x) => !b.includes(x));
+
+export function diff(desired: KernelState, actual: KernelState, table: string): Plan {
+  const del: Action[] = [];
+  const add: Action[] = [];
+
+  // Namespaces tether created and no longer wants. Their veth peers go with them.
+  const dyingNs = new Set<string>();
+  for (const c of keys(actual.namespaces)) {
+    const a = actual.namespaces[c]!;
+    if (!desired.namespaces[c] && !a.attached && a.netnsName) {
+      dyingNs.add(c);
+    } else if (desired.namespaces[c] && a.netnsName && desired.namespaces[c]!.attached) {
+      dyingNs.add(c); // was created by tether, now attached to a user namespace
+    }
+  }
+
+  // Veths: delete those not wanted, or wanted differently (other peer name or namespace).
+  const dyingVeth = new Set<string>();
+  for (const v of keys(actual.veths)) {
+    const a = actual.veths[v]!;
+    const d = desired.veths[v];
+    const ans = actual.namespaces[a.container];
+    const peerNow = ans && Object.values(ans.links).find((l) => l.network === a.network);
+    const dns = desired.namespaces[a.container];
+    const peerWant = dns && Object.values(dns.links).find((l) => l.network === a.network);
+    const recreate = d && (!peerNow || !peerWant || peerNow.name !== peerWant.name || dyingNs.has(a.container));
+    if (!d || recreate) {
+      dyingVeth.add(v);
+      if (!dyingNs.has(a.container)) del.push({ op: 'veth.delete', container: a.container, network: a.network, name: v });
+    }
+  }
+
+  // Inside surviving namespaces: routes and addresses to remove.
+  for (const c of keys(actual.namespaces)) {
+    if (dyingNs.has(c)) continue;
+    const a = actual.namespaces[c]!;
+    const d = desired.namespaces[c];
+    if (!d) continue;
+    for (const r of a.routes) {
+      const keep = d.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
+      const linkDying = isLinkDying(a, r.dev, dyingVeth, actual);
+      if (!keep && !linkDying) del.push({ op: 'route.del', container: c, nsPath: a.path, family: r.family, via: r.via, dev: r.dev });
+    }
+    for (const name of keys(a.links)) {
+      const dl = d.links[name];
+      if (!dl || isLinkDying(a, name, dyingVeth, actual)) continue;
+      for (const cidr of minus(a.links[name]!.addrs, dl.addrs)) del.push({ op: 'addr.del', container: c, nsPath: a.path, dev: name, cidr });
+    }
+  }
+
+  // Bridges.
+  for (const b of keys(actual.bridges)) {
+    const a = actual.bridges[b]!;
+    const d = desired.bridges[b];
+    if (!d || d.network !== a.network) del.push({ op: 'bridge.delete', network: a.network, name: b });
+    else for (const cidr of minus(a.addrs, d.addrs)) del.push({ op: 'addr.del', dev: b, cidr });
+  }
+  for (const c of [...dyingNs].sort()) {
+    const a = actual.namespaces[c]!;
+    del.push({ op: 'netns.delete', container: c, name: a.netnsName! });
+  }
+
+  // Creations and updates.
+  for (const k of keys(desired.sysctls)) {
+    const want = desired.sysctls[k]!;
+    if (actual.sysctls[k] !== want) add.push({ op: 'sysctl.set', key: k, value: want, from: actual.sysctls[k] });
+  }
+  for (const c of keys(desired.namespaces)) {
+    const d = desired.namespaces[c]!;
+    if (d.attached || !d.netnsName) continue;
+    if (!actual.namespaces[c] || dyingNs.has(c)) add.push({ op: 'netns.create', container: c, name: d.netnsName });
+  }
+  for (const b of keys(desired.bridges)) {
+    const d = desired.bridges[b]!;
+    const a = actual.bridges[b];
+    const fresh = !a || a.network !== d.network;
+    if (fresh) add.push({ op: 'bridge.create', network: d.network, name: b, mtu: d.mtu });
+    else {
+      const change: LinkChange = {};
+      if (d.mtu !== undefined && d.mtu !== a.mtu) change.mtu = d.mtu;
+      if (!a.up) change.up = true;
+      if (Object.keys(change).length) add.push({ op: 'link.set', name: b, change });
+    }
+    for (const cidr of fresh ? d.addrs : minus(d.addrs, a!.addrs)) add.push({ op: 'addr.add', dev: b, cidr });
+  }
+  for (const v of keys(desired.veths)) {
+    const d = desired.veths[v]!;
+    const a = actual.veths[v];
+    const ns = desired.namespaces[d.container]!;
+    const peer = Object.values(ns.links).find((l) => l.network === d.network)!;
+    if (!a || dyingVeth.has(v)) {
+      add.push({
+        op: 'veth.create',
+        container: d.container,
+        network: d.network,
+        name: v,
+        peer: peer.name,
+        nsPath: ns.path,
+        master: d.master,
+        mtu: d.mtu,
+        mac: peer.mac,
+      });
+      continue;
+    }
+    const change: LinkChange = {};
+    if (d.master !== a.master) change.master = d.master;
+    if (d.mtu !== undefined && d.mtu !== a.mtu) change.mtu = d.mtu;
+    if (!a.up) change.up = true;
+    if (Object.keys(change).length) add.push({ op: 'link.set', name: v, change });
+  }
+  for (const c of keys(desired.namespaces)) {
+    const d = desired.namespaces[c]!;
+    const a = dyingNs.has(c) ? undefined : actual.namespaces[c];
+    for (const name of keys(d.links)) {
+      const dl = d.links[name]!;
+      const veth = Object.values(desired.veths).find((v) => v.container === c && v.network === dl.network)!;
+      const fresh = !a?.links[name] || dyingVeth.has(veth.name) || !actual.veths[veth.name];
+      const al = fresh ? undefined : a!.links[name]!;
+      if (al) {
+        const change: LinkChange = {};
+        if (dl.mac && dl.mac !== al.mac) change.mac = dl.mac;
+        if (dl.mtu !== undefined && dl.mtu !== al.mtu) change.mtu = dl.mtu;
+        if (!al.up) change.up = true;
+        if (Object.keys(change).length) add.push({ op: 'link.set', container: c, nsPath: d.path, name, change });
+      }
+      for (const cidr of al ? minus(dl.addrs, al.addrs) : dl.addrs) add.push({ op: 'addr.add', container: c, nsPath: d.path, dev: name, cidr });
+    }
+    for (const r of d.routes) {
+      const fresh = !a || !a.links[r.dev] || dyingVeth.has(Object.values(desired.veths).find((v) => v.container === c && v.network === d.links[r.dev]?.network)?.name ?? '');
+      const have = !fresh && a!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
+      if (!have) add.push({ op: 'route.add', container: c, nsPath: d.path, family: r.family, via: r.via, dev: r.dev });
+    }
+  }
+
+  // nftables: replace the table when its skeleton differs, else element adds/deletes.
+  const nft: Action[] = [];
+  const dn = desired.nft;
+  const an = actual.nft;
+  if (!dn.skeleton) {
+    if (an.skeleton) nft.push({ op: 'nft.table.delete', table });
+  } else {
+    const replace = an.skeleton !== undefined && an.skeleton !== dn.skeleton;
+    if (!an.skeleton) nft.push({ op: 'nft.table.create', table });
+    if (replace) nft.push({ op: 'nft.table.replace', table });
+    const fresh = !an.skeleton || replace;
+    for (const set of keys(dn.sets)) {
+      const want = dn.sets[set]!;
+      const have = fresh ? [] : (an.sets[set] ?? []);
+      for (const key of minus(have, want)) nft.push({ op: 'nft.element.delete', table, set, key });
+      for (const key of minus(want, have)) nft.push({ op: 'nft.element.add', table, set, key });
+    }
+  }
+  return { actions: [...del, ...add, ...nft] };
+}
+
+function isLinkDying(a: NamespaceState, dev: string, dyingVeth: ReadonlySet<string>, actual: KernelState): boolean {
+  const net = a.links[dev]?.network;
+  return Object.values(actual.veths).some((v) => v.container === a.container && v.network === net && dyingVeth.has(v.name));
+}

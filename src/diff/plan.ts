@@ -1,0 +1,31 @@
+/**
+ * A plan is data: an ordered list of actions that `plan` prints and `apply` executes.
+ * Each action names one kernel object. `ns` is the container whose namespace the action
+ * runs in; absent means the host namespace.
+ */
+export type Action =
+  | { op: 'sysctl.set'; key: string; value: string; from?: string }
+  | { op: 'netns.create'; container: string; name: string }
+  | { op: 'netns.delete'; container: string; name: string }
+  | { op: 'bridge.create'; network: string; name: string; mtu?: number }
+  | { op: 'bridge.delete'; network: string; name: string }
+  | { op: 'veth.create'; container: string; network: string; name: string; peer: string; nsPath: string; master?: string; mtu?: number; mac?: string }
+  | { op: 'veth.delete'; container: string; network: string; name: string }
+  | { op: 'link.set'; container?: string; nsPath?: string; name: string; change: LinkChange }
+  | { op: 'addr.add' | 'addr.del'; container?: string; nsPath?: string; dev: string; cidr: string }
+  | { op: 'route.add' | 'route.del'; container: string; nsPath: string; family: 4 | 6; via: string; dev: string }
+  | { op: 'nft.table.create' | 'nft.table.replace' | 'nft.table.delete'; table: string }
+  | { op: 'nft.element.add' | 'nft.element.delete'; table: string; set: string; key: string };
+
+export interface LinkChange {
+  mtu?: number;
+  mac?: string;
+  up?: boolean;
+  master?: string;
+}
+
+export interface Plan {
+  readonly actions: readonly Action[];
+}
+
+export const isDeletion = (a: Action) => /\.(delete|del)$/.test(a.op);

@@ -1,0 +1,115 @@
+/**
+ * One reconcile, the same path for `plan`, `apply`, `destroy` and the daemon:
+ * load → observe → resolve (IPAM) → desired → diff → safety checks → [apply → verify].
+ */
+import { KernelError, SpecError, UsageError } from './model/errors.js';
+import { nftTableName } from './model/names.js';
+import type { Resolved } from './model/resolved.js';
+import type { Spec } from './model/spec.js';
+import { EMPTY_STATE, type KernelState } from './model/state.js';
+import { desiredState } from './diff/desired.js';
+import { diff } from './diff/diff.js';
+import type { Action, Plan } from './diff/plan.js';
+import { apply } from './apply/apply.js';
+import { HostNetlink } from './kernel/netlink.js';
+import { observe, type Observation } from './observe/observe.js';
+import { resolve } from './spec/ipam.js';
+
+export interface PlanResult {
+  readonly plan: Plan;
+  readonly observation: Observation;
+  readonly resolved?: Resolved;
+  readonly desired: KernelState;
+}
+
+export interface Engine {
+  readonly instance: string;
+  readonly nl: HostNetlink;
+  close(): void;
+}
+
+export function openEngine(instance: string): Engine {
+  const nl = new HostNetlink();
+  return { instance, nl, close: () => nl.close() };
+}
+
+function attachedOf(spec: Spec | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const c of Object.values(spec?.containers ?? {})) if (c.netns && c.mode !== 'host') out[c.name] = c.netns;
+  return out;
+}
+
+/** Observe and plan. `spec` undefined means "nothing desired" (destroy). */
+export async function makePlan(engine: Engine, spec: Spec | undefined): Promise<PlanResult> {
+  const observation = await observe(engine.nl, { instance: engine.instance, attached: attachedOf(spec) });
+  const resolved = spec ? resolve(spec, engine.instance, observation.state, observation.host) : undefined;
+  const desired = resolved ? desiredState(resolved) : EMPTY_STATE;
+  const plan = diff(desired, observation.state, nftTableName(engine.instance));
+  checkClashes(plan, observation, nftTableName(engine.instance));
+  return { plan, observation, resolved, desired };
+}
+
+/** A name tether wants that a foreign object already holds is an error, never a takeover. */
+export function checkClashes(plan: Plan, obs: Observation, table: string): void {
+  const problems: string[] = [];
+  const host = new Set(obs.foreign.hostLinks);
+  for (const a of plan.actions) {
+    if ((a.op === 'bridge.create' || a.op === 'veth.create') && host.has(a.name)) {
+      problems.push(`interface ${a.name} already exists on the host and is not tether's (wanted for ${a.op === 'bridge.create' ? `network ${a.network}` : `container ${a.container}`})`);
+    }
+    if (a.op === 'veth.create' && obs.foreign.nsLinks[a.container]?.includes(a.peer)) {
+      problems.push(`interface ${a.peer} already exists in the namespace of container ${a.container} and is not tether's`);
+    }
+    if (a.op === 'netns.create' && obs.foreign.netns.includes(a.name)) {
+      problems.push(`namespace ${a.name} already exists and is not tether's (wanted for container ${a.container})`);
+    }
+  }
+  if (obs.state.nft.skeleton?.startsWith('skeleton-none')) {
+    problems.push(`nftables table inet ${table} exists and was not made by tether (it has no skeleton marker chain)`);
+  }
+  if (problems.length) throw new KernelError('name clash', problems.join('\n'), 'exists');
+}
+
+/** Objects tether owns now, for the mass-deletion guard. */
+function ownedCount(s: KernelState): number {
+  return Object.keys(s.bridges).length + Object.keys(s.namespaces).length + Object.keys(s.veths).length;
+}
+
+const counted = (a: Action) => a.op === 'bridge.delete' || a.op === 'netns.delete' || a.op === 'veth.delete';
+
+/**
+ * SPEC §3: a manifest set that would delete most of what exists is refused unless
+ * --prune-all. "Most": more than half of the owned bridges, namespaces and veths, and at
+ * least 3 of them (a namespace's veths count with it).
+ */
+export function massDeletion(plan: Plan, actual: KernelState): string | undefined {
+  const total = ownedCount(actual);
+  let gone = plan.actions.filter(counted).length;
+  for (const a of plan.actions) {
+    if (a.op === 'netns.delete') gone += Object.keys(actual.namespaces[a.container]?.links ?? {}).length;
+  }
+  if (gone >= 3 && gone * 2 > total) {
+    return `refusing to delete ${gone} of the ${total} objects tether owns (bridges, namespaces, veths); check the manifests, or pass --prune-all if this is intended`;
+  }
+  return undefined;
+}
+
+export interface ApplyOutcome extends PlanResult {
+  readonly writes: number;
+  /** Plan observed right after applying: empty when converged. */
+  readonly residual: Plan;
+}
+
+export async function applyPlan(engine: Engine, spec: Spec | undefined, opts: { pruneAll?: boolean } = {}): Promise<ApplyOutcome> {
+  const first = await makePlan(engine, spec);
+  if (spec && !opts.pruneAll) {
+    const refusal = massDeletion(first.plan, first.observation.state);
+    if (refusal) throw new UsageError(refusal);
+  }
+  if (first.plan.actions.length === 0) return { ...first, writes: 0, residual: first.plan };
+  const { writes } = await apply(first.plan, { instance: engine.instance, nl: engine.nl });
+  const again = await makePlan(engine, spec);
+  return { ...first, writes, residual: again.plan };
+}
+
+export { SpecError };

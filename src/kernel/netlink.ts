@@ -1,0 +1,319 @@
+/**
+ * rtnetlink adapter for the namespace this process runs in (the "host"), over the npm
+ * `netlink` package. Dumps check NLM_F_DUMP_INTR and retry a bounded number of times,
+ * then fail: observe never plans from a partial view. Writes pass CREATE|EXCL
+ * explicitly (the package adds no flags).
+ */
+import { openSync, closeSync } from 'node:fs';
+import * as nl from 'netlink';
+import { KernelError } from '../model/errors.js';
+
+const { rt, ifla, Flags, FlagsGet, FlagsNew } = nl;
+type RtSocket = ReturnType<typeof nl.createRtNetlink>;
+
+export interface NlLink {
+  index: number;
+  name: string;
+  kind?: string;
+  alias?: string;
+  master?: number;
+  mtu?: number;
+  mac?: string;
+  up: boolean;
+}
+
+export interface NlAddr {
+  index: number;
+  family: 4 | 6;
+  cidr: string;
+  /** RT_SCOPE: 0 universe, 253 link, 254 host */
+  scope: number;
+}
+
+export interface NlRoute {
+  family: 4 | 6;
+  dst?: string;
+  dstLen: number;
+  oif?: number;
+  gateway?: string;
+  /** Kernel enum names as the package reports them: 'LINK', 'UNIVERSE', 'HOST'. */
+  scope: string;
+  protocol: string;
+  table: number;
+  type: string;
+}
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+const DUMP_RETRIES = 5;
+
+function macString(b?: Buffer): string | undefined {
+  if (!b || b.length !== 6) return undefined;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+function ipString(b: Buffer): string {
+  if (b.length === 4) return [...b].join('.');
+  const parts: string[] = [];
+  for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(i).toString(16));
+  // compress via URL-less canonicalisation
+  return canonical6(parts.join(':'));
+}
+
+function canonical6(full: string): string {
+  const parts = full.split(':');
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (parts[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && parts[j] === '0') j++;
+    if (j - i > bestLen && j - i > 1) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (bestStart < 0) return parts.join(':');
+  const head = parts.slice(0, bestStart).join(':');
+  const tail = parts.slice(bestStart + bestLen).join(':');
+  return `${head}::${tail}`;
+}
+
+function ipBuffer(ip: string): Buffer {
+  if (!ip.includes(':')) return Buffer.from(ip.split('.').map(Number));
+  const [h, t] = ip.includes('::') ? ip.split('::') : [ip, undefined];
+  const head = h ? h.split(':') : [];
+  const tail = t ? t.split(':') : [];
+  const fill = t === undefined ? [] : new Array(8 - head.length - tail.length).fill('0');
+  const all = [...head, ...fill, ...tail];
+  const b = Buffer.alloc(16);
+  all.forEach((p, i) => b.writeUInt16BE(Number.parseInt(p || '0', 16), i * 2));
+  return b;
+}
+
+/** The package's formatters return a StreamData (list of buffers) typed loosely. */
+function streamBuffer(x: unknown): Buffer {
+  if (Buffer.isBuffer(x)) return x;
+  if (Array.isArray(x)) return Buffer.concat(x as Uint8Array[]);
+  if (typeof x === 'function') {
+    const s = new nl.AttrStream();
+    s.emit(x as (out: InstanceType<typeof nl.AttrStream>) => unknown);
+    return Buffer.concat(s.bufs);
+  }
+  return Buffer.from(x as Uint8Array);
+}
+
+function macBuffer(mac: string): Buffer {
+  return Buffer.from(mac.split(':').map((x) => Number.parseInt(x, 16)));
+}
+
+function wrap(op: string, e: unknown): KernelError {
+  const msg = e instanceof Error ? e.message : String(e);
+  return new KernelError(op, msg);
+}
+
+export class HostNetlink {
+  private readonly sock: RtSocket;
+  constructor() {
+    this.sock = nl.createRtNetlink();
+  }
+
+  close(): void {
+    this.sock.socket.close();
+  }
+
+  /** A dump that fails rather than returns an inconsistent view. */
+  private async dump(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
+    for (let attempt = 0; attempt < DUMP_RETRIES; attempt++) {
+      const [msgs] = await this.sock.socket.request(type, header, { flags: FlagsGet.DUMP });
+      if (msgs.some((m) => m.flags & Flags.DUMP_INTR)) continue;
+      return msgs.map((m) => rt.parseMessage(m.type, m.data));
+    }
+    throw new KernelError(`dump ${what}`, `the dump was interrupted ${DUMP_RETRIES} times in a row (NLM_F_DUMP_INTR)`);
+  }
+
+  async links(): Promise<NlLink[]> {
+    const out: NlLink[] = [];
+    for (const m of await this.dump(rt.MessageType.GETLINK, Buffer.alloc(16), 'links')) {
+      if (m.kind !== 'link') continue;
+      const a = m.attrs;
+      let kind: string | undefined;
+      if (a.linkinfo) {
+        try {
+          kind = ifla.parseInfo(a.linkinfo as Buffer).kind;
+        } catch {
+          kind = undefined;
+        }
+      }
+      out.push({
+        index: m.data.index!,
+        name: a.ifname!,
+        kind,
+        alias: a.ifalias,
+        master: a.master,
+        mtu: a.mtu,
+        mac: macString(a.address),
+        up: !!m.data.flags?.up,
+      });
+    }
+    return out;
+  }
+
+  async addrs(): Promise<NlAddr[]> {
+    const out: NlAddr[] = [];
+    for (const m of await this.dump(rt.MessageType.GETADDR, Buffer.alloc(8), 'addresses')) {
+      if (m.kind !== 'address') continue;
+      const raw = m.attrs.local ?? m.attrs.address;
+      if (!raw) continue;
+      out.push({
+        index: m.data.index!,
+        family: m.data.family === AF_INET6 ? 6 : 4,
+        cidr: `${ipString(raw)}/${m.data.prefixlen}`,
+        scope: m.data.scope ?? 0,
+      });
+    }
+    return out;
+  }
+
+  async routes(): Promise<NlRoute[]> {
+    const out: NlRoute[] = [];
+    for (const fam of [AF_INET, AF_INET6]) {
+      const hdr = Buffer.alloc(12);
+      hdr.writeUInt8(fam, 0);
+      for (const m of await this.dump(rt.MessageType.GETROUTE, hdr, 'routes')) {
+        if (m.kind !== 'route') continue;
+        if (m.data.family !== fam) continue;
+        out.push({
+          family: fam === AF_INET6 ? 6 : 4,
+          dst: m.attrs.dst ? ipString(m.attrs.dst) : undefined,
+          dstLen: m.data.dstLen ?? 0,
+          oif: m.attrs.oif,
+          gateway: m.attrs.gateway ? ipString(m.attrs.gateway) : undefined,
+          scope: String(m.data.scope ?? ''),
+          protocol: String(m.data.protocol ?? ''),
+          table: m.attrs.table ?? Number(m.data.table ?? 0),
+          type: String(m.data.type ?? ''),
+        });
+      }
+    }
+    return out;
+  }
+
+  async createBridge(name: string, mtu?: number, mac?: string): Promise<void> {
+    try {
+      await this.sock.newLink(
+        {},
+        {
+          ifname: name,
+          mtu,
+          address: mac ? macBuffer(mac) : undefined,
+          linkinfo: ifla.formatInfo({ kind: 'bridge' }) as unknown as Buffer,
+        },
+        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+      );
+    } catch (e) {
+      throw wrap(`create bridge ${name}`, e);
+    }
+  }
+
+  /**
+   * A veth pair whose peer is born inside the namespace at `peerNsPath`, already named
+   * `peerName` (so a clash with a foreign interface there is an EEXIST, not a takeover).
+   */
+  async createVeth(
+    name: string,
+    peerName: string,
+    peerNsPath: string,
+    opts: { mtu?: number; peerMac?: string; peerAlias?: string },
+  ): Promise<void> {
+    let fd: number | undefined;
+    try {
+      fd = openSync(peerNsPath, 'r');
+      const peerHdr = Buffer.alloc(16);
+      const attrs = ifla.formatLinkAttrs({
+        ifname: peerName,
+        netNsFd: fd,
+        mtu: opts.mtu,
+        address: opts.peerMac ? macBuffer(opts.peerMac) : undefined,
+      });
+      const peer = Buffer.concat([peerHdr, streamBuffer(attrs)]);
+      await this.sock.newLink(
+        {},
+        {
+          ifname: name,
+          mtu: opts.mtu,
+          linkinfo: ifla.formatInfo({ kind: 'veth', data: ifla.formatVethInfo({ peer }) as unknown as Buffer }) as unknown as Buffer,
+        },
+        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+      );
+    } catch (e) {
+      throw wrap(`create veth ${name} (peer ${peerName} in ${peerNsPath})`, e);
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+
+  /** Change attributes of an existing link; only the given fields are sent. */
+  async setLink(
+    name: string,
+    change: { master?: number | null; mtu?: number; mac?: string; alias?: string; up?: boolean },
+  ): Promise<void> {
+    try {
+      const data: { flags?: { up?: boolean }; change?: { up?: boolean } } = {};
+      if (change.up !== undefined) {
+        data.flags = { up: change.up };
+        data.change = { up: true };
+      }
+      await this.sock.setLink(data as never, {
+        ifname: name,
+        master: change.master === null ? 0 : change.master,
+        mtu: change.mtu,
+        address: change.mac ? macBuffer(change.mac) : undefined,
+        ifalias: change.alias,
+      });
+    } catch (e) {
+      throw wrap(`set link ${name}`, e);
+    }
+  }
+
+  async deleteLink(name: string): Promise<void> {
+    try {
+      await this.sock.delLink({}, { ifname: name });
+    } catch (e) {
+      throw wrap(`delete link ${name}`, e);
+    }
+  }
+
+  async addAddr(index: number, cidr: string, nodad = true): Promise<void> {
+    const [ip, len] = cidr.split('/');
+    const v6 = ip!.includes(':');
+    try {
+      await this.sock.newAddress(
+        { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
+        { local: ipBuffer(ip!), address: ipBuffer(ip!), flags: v6 && nodad ? { nodad: true } : undefined },
+        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+      );
+    } catch (e) {
+      throw wrap(`add address ${cidr}`, e);
+    }
+  }
+
+  async delAddr(index: number, cidr: string): Promise<void> {
+    const [ip, len] = cidr.split('/');
+    const v6 = ip!.includes(':');
+    try {
+      await this.sock.delAddress(
+        { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
+        { local: ipBuffer(ip!), address: ipBuffer(ip!) },
+      );
+    } catch (e) {
+      throw wrap(`delete address ${cidr}`, e);
+    }
+  }
+}
+
+export { ipString, ipBuffer };

@@ -1,0 +1,85 @@
+/**
+ * The kernel-level model that `diff` compares. `desired` (from the resolved manifests)
+ * and `actual` (from observe/) have this same shape. Only objects tether owns appear.
+ *
+ * Field conventions: addresses are canonical CIDR strings ("172.18.0.2/16"), sorted;
+ * MACs lowercase; an `undefined` optional field in the *desired* state means
+ * "whatever the kernel has is fine" (e.g. a MAC the user did not pin).
+ */
+
+export interface BridgeState {
+  /** Interface name (≤ 15 bytes). */
+  readonly name: string;
+  /** The tether network it implements. */
+  readonly network: string;
+  readonly mtu?: number;
+  /** Gateway addresses with the subnet's prefix length, sorted. */
+  readonly addrs: readonly string[];
+  readonly up: boolean;
+}
+
+/** The host end of a container's veth pair, a port of a bridge. */
+export interface VethState {
+  readonly name: string;
+  readonly container: string;
+  readonly network: string;
+  /** Bridge it is enslaved to. */
+  readonly master?: string;
+  readonly mtu?: number;
+  readonly up: boolean;
+}
+
+/** A tether-made interface inside a container namespace (the veth's peer). */
+export interface ContainerLinkState {
+  readonly name: string;
+  readonly network: string;
+  readonly mac?: string;
+  readonly mtu?: number;
+  readonly addrs: readonly string[];
+  readonly up: boolean;
+}
+
+export interface RouteState {
+  readonly family: 4 | 6;
+  /** Only default routes are managed. */
+  readonly dst: 'default';
+  readonly via: string;
+  readonly dev: string;
+}
+
+export interface NamespaceState {
+  readonly container: string;
+  /** Named namespace (under /run/netns) when tether created it. */
+  readonly netnsName?: string;
+  /** Path used to enter it. */
+  readonly path: string;
+  /** True when the namespace is the user's (`netns:`): tether only adds and removes its own interfaces. */
+  readonly attached: boolean;
+  readonly links: Readonly<Record<string, ContainerLinkState>>;
+  readonly routes: readonly RouteState[];
+}
+
+/** tether's nftables table(s): a static skeleton plus elements in named sets/maps. */
+export interface NftState {
+  /** Fingerprint of the static part (chains and rules); undefined when the table is absent. */
+  readonly skeleton?: string;
+  /** set/map name → sorted element keys (map elements as "key => value"). */
+  readonly sets: Readonly<Record<string, readonly string[]>>;
+}
+
+export interface KernelState {
+  readonly bridges: Readonly<Record<string, BridgeState>>;
+  readonly veths: Readonly<Record<string, VethState>>;
+  readonly namespaces: Readonly<Record<string, NamespaceState>>;
+  /** sysctls of the host namespace tether manages: key → value. Desired lists only keys it wants. */
+  readonly sysctls: Readonly<Record<string, string>>;
+  readonly nft: NftState;
+}
+
+export const EMPTY_STATE: KernelState = Object.freeze({
+  bridges: {},
+  veths: {},
+  namespaces: {},
+  sysctls: {},
+  nft: { sets: {} },
+});

@@ -1,0 +1,217 @@
+/**
+ * observe(): read what this instance owns from the kernel into the KernelState shape,
+ * plus the host facts IPAM needs and the foreign names a plan must not collide with.
+ *
+ * Sources: one rtnetlink dump each of links, addresses and routes of the host
+ * namespace; one `ip -j -batch` process per container namespace (in parallel); one
+ * `nft -j list table`. Any failure fails the whole observation: a partial view would
+ * plan deletions.
+ *
+ * Filtered out by rule: IPv6 link-local addresses (fe80::/10, kernel-made), routes
+ * other than default routes in the main table of container namespaces.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { addrOf, maskedCidr } from '../model/ip.js';
+import { nftTableName, parseAlias } from '../model/names.js';
+import type { BridgeState, ContainerLinkState, KernelState, NamespaceState, RouteState, VethState } from '../model/state.js';
+import type { HostFacts } from '../spec/ipam.js';
+import { parseNft, FAMILY } from '../firewall/rules.js';
+import { mapLimit } from '../kernel/exec.js';
+import type { HostNetlink } from '../kernel/netlink.js';
+import { nftListTable } from '../kernel/nft.js';
+import { listNetns, NETNS_DIR, readNs, type NsView } from '../kernel/netns.js';
+import { readSysctl } from '../kernel/sysctl.js';
+
+export interface Observation {
+  readonly state: KernelState;
+  readonly host: HostFacts;
+  /** Names that exist but are not ours: a plan that wants them is a clash. */
+  readonly foreign: {
+    readonly hostLinks: readonly string[];
+    readonly netns: readonly string[];
+    /** container → interface names in its namespace that tether did not make. */
+    readonly nsLinks: Readonly<Record<string, readonly string[]>>;
+  };
+}
+
+export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'];
+
+const isLinkLocal = (cidr: string) => /^fe[89ab][0-9a-f]:/i.test(cidr);
+
+function nameservers(): string[] {
+  try {
+    return readFileSync('/etc/resolv.conf', 'utf8')
+      .split('\n')
+      .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
+      .filter((x): x is string => !!x && !x.includes('%'));
+  } catch {
+    return [];
+  }
+}
+
+function ulaSeed(): string {
+  try {
+    return readFileSync('/etc/machine-id', 'utf8').trim() || hostname();
+  } catch {
+    return hostname();
+  }
+}
+
+/** Namespaces to read: the instance's named ones, and attached paths the manifests name. */
+export interface ObserveScope {
+  readonly instance: string;
+  /** container → attached namespace path (from the desired spec). */
+  readonly attached: Readonly<Record<string, string>>;
+}
+
+export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Observation> {
+  const { instance } = scope;
+  const [links, addrs, routes, listing] = await Promise.all([
+    nl.links(),
+    nl.addrs(),
+    nl.routes(),
+    nftListTable(FAMILY, nftTableName(instance)),
+  ]);
+  const byIndex = new Map(links.map((l) => [l.index, l]));
+  const owned = new Set<number>();
+  const bridges: Record<string, BridgeState> = {};
+  const veths: Record<string, VethState> = {};
+  const foreignHost: string[] = [];
+  for (const l of links) {
+    const a = parseAlias(instance, l.alias);
+    if (a?.kind === 'net' && l.kind === 'bridge') {
+      owned.add(l.index);
+      const mine = addrs.filter((x) => x.index === l.index && !isLinkLocal(x.cidr)).map((x) => x.cidr);
+      bridges[l.name] = { name: l.name, network: a.network, mtu: l.mtu, addrs: mine.sort(), up: l.up };
+    } else if (a?.kind === 'ep' && l.kind === 'veth') {
+      owned.add(l.index);
+      veths[l.name] = {
+        name: l.name,
+        container: a.container,
+        network: a.network,
+        master: l.master ? byIndex.get(l.master)?.name : undefined,
+        mtu: l.mtu,
+        up: l.up,
+      };
+    } else {
+      foreignHost.push(l.name);
+    }
+  }
+
+  const reserved4 = new Set<string>();
+  const reserved6 = new Set<string>();
+  for (const r of routes) {
+    if (r.oif !== undefined && owned.has(r.oif)) continue;
+    if (r.table !== 254 || r.dstLen === 0 || !r.dst || r.type !== 'UNICAST') continue;
+    if (r.family === 4 && r.scope === 'LINK') reserved4.add(maskedCidr(`${r.dst}/${r.dstLen}`));
+  }
+  for (const a of addrs) {
+    if (owned.has(a.index) || isLinkLocal(a.cidr) || a.scope === 254 /* host */) continue;
+    if (byIndex.get(a.index)?.name === 'lo') continue;
+    (a.family === 4 ? reserved4 : reserved6).add(maskedCidr(a.cidr));
+  }
+  for (const ns of nameservers()) {
+    if (ns.includes(':')) reserved6.add(`${ns}/128`);
+    else reserved4.add(`${ns}/32`);
+  }
+
+  const prefix = `${instance}-`;
+  const named = listNetns().filter((n) => n.startsWith(prefix));
+  const targets: { name?: string; path: string; container?: string }[] = named.map((n) => ({
+    name: n,
+    path: `${NETNS_DIR}/${n}`,
+  }));
+  for (const [container, path] of Object.entries(scope.attached)) targets.push({ path, container });
+  const views = await mapLimit(targets, 8, async (t) => {
+    try {
+      return await readNs(t.path);
+    } catch (e) {
+      // An attached namespace that does not exist (yet) is simply absent; a named one we
+      // cannot read is a failure.
+      if (t.container) return undefined;
+      throw e;
+    }
+  });
+
+  const namespaces: Record<string, NamespaceState> = {};
+  const foreignNetns: string[] = [];
+  const nsLinks: Record<string, string[]> = {};
+  targets.forEach((t, i) => {
+    const v = views[i];
+    if (!v) return;
+    let container = t.container;
+    if (!container) {
+      const lo = v.links.find((l) => l.ifname === 'lo');
+      const a = parseAlias(instance, lo?.ifalias);
+      if (a?.kind !== 'ns') {
+        foreignNetns.push(t.name!);
+        return;
+      }
+      container = a.container;
+    }
+    const ns = nsState(instance, container, t, v);
+    namespaces[container] = ns.state;
+    nsLinks[container] = ns.foreign;
+  });
+
+  const sysctls: Record<string, string> = {};
+  for (const k of MANAGED_SYSCTLS) {
+    const v = readSysctl(k);
+    if (v !== undefined) sysctls[k] = v;
+  }
+
+  return {
+    state: { bridges, veths, namespaces, sysctls, nft: parseNft(listing) },
+    host: { reserved4: [...reserved4].sort(), reserved6: [...reserved6].sort(), ulaSeed: ulaSeed() },
+    foreign: { hostLinks: foreignHost.sort(), netns: foreignNetns.sort(), nsLinks },
+  };
+}
+
+function nsState(
+  instance: string,
+  container: string,
+  t: { name?: string; path: string; container?: string },
+  v: NsView,
+): { state: NamespaceState; foreign: string[] } {
+  const links: Record<string, ContainerLinkState> = {};
+  const foreign: string[] = [];
+  for (const l of v.links) {
+    const a = parseAlias(instance, l.ifalias);
+    if (a?.kind === 'ep' && a.container === container) {
+      links[l.ifname] = {
+        name: l.ifname,
+        network: a.network,
+        mac: l.address?.toLowerCase(),
+        mtu: l.mtu,
+        addrs: l.addr_info
+          .filter((x) => x.scope !== 'link' && !isLinkLocal(x.local))
+          .map((x) => `${x.local}/${x.prefixlen}`)
+          .sort(),
+        up: l.flags.includes('UP'),
+      };
+    } else if (l.ifname !== 'lo') {
+      foreign.push(l.ifname);
+    }
+  }
+  const routes: RouteState[] = [];
+  for (const r of v.routes) {
+    if (r.dst !== 'default' || (r.table && r.table !== 'main') || !r.gateway || !r.dev || !links[r.dev]) continue;
+    if (r.type && r.type !== 'unicast') continue;
+    routes.push({ family: r.gateway.includes(':') ? 6 : 4, dst: 'default', via: r.gateway, dev: r.dev });
+  }
+  routes.sort((a, b) => a.family - b.family);
+  return {
+    state: {
+      container,
+      netnsName: t.name,
+      path: t.path,
+      attached: !!t.container,
+      links,
+      routes,
+    },
+    foreign: foreign.sort(),
+  };
+}
+
+export { addrOf };

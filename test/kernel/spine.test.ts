@@ -1,0 +1,103 @@
+/**
+ * The spine on the real kernel: converge, idempotence, minimal change, stickiness,
+ * ownership, destroy — each checked with tools other than tether's own observe
+ * (`ip -j`, `nft -j`, ping, a TCP peer on the uplink).
+ *
+ * Conventions: container subnets come from tether's pools (172.17/16, 172.18/16, …);
+ * the uplink ("internet") is 203.0.113.1 and the sandbox host 203.0.113.2.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HOST_V4, Sandbox, tcpPeer, UPLINK_V4 } from '../helpers/sandbox.js';
+
+const SEED = `
+networks:
+  alpine-net: {}
+containers:
+  alpine1:
+    networks: [alpine-net]
+  alpine2:
+    networks: [alpine-net]
+  alpine3: {}
+  alpine4:
+    networks: [alpine-net, bridge]
+`;
+
+function planJson(s: Sandbox): { actions: any[] } {
+  return JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json'));
+}
+
+function addrOf(s: Sandbox, container: string, ifname = 'eth0'): string {
+  const links = s.ipJson(s.ns(container), 'addr', 'show', 'dev', ifname);
+  return links[0].addr_info.find((a: any) => a.family === 'inet').local;
+}
+
+describe('seed walkthrough on the kernel', () => {
+  let s: Sandbox;
+  beforeAll(() => {
+    s = Sandbox.create();
+    s.write('seed.yaml', SEED);
+  });
+  afterAll(() => s.teardown());
+
+  it('plans the whole world from empty, then converges and re-plans empty', () => {
+    const before = planJson(s);
+    // 2 sysctl-free? no: ip_forward is 0 in a fresh namespace → 1 sysctl
+    // + 4 namespaces + 2 bridges + 2 bridge addresses + 5 veths + 5 addresses + 4 routes
+    // + nft table + elements (bridges ×2, masq4 ×2)
+    const ops = (op: string) => before.actions.filter((a) => a.op === op).length;
+    expect(ops('sysctl.set')).toBe(1);
+    expect(ops('netns.create')).toBe(4);
+    expect(ops('bridge.create')).toBe(2);
+    expect(ops('veth.create')).toBe(5);
+    expect(ops('addr.add')).toBe(2 + 5);
+    expect(ops('route.add')).toBe(4);
+    expect(ops('nft.table.create')).toBe(1);
+    expect(ops('nft.element.add')).toBe(4);
+    expect(before.actions.length).toBe(1 + 4 + 2 + 5 + 7 + 4 + 1 + 4);
+
+    s.tetherOk('apply', '-f', s.manifests);
+    expect(planJson(s).actions).toEqual([]);
+  });
+
+  it('gives Docker addresses: default bridge 172.17/16, alpine-net 172.18/16, lowest free first', () => {
+    expect(addrOf(s, 'alpine1')).toBe('172.18.0.2');
+    expect(addrOf(s, 'alpine2')).toBe('172.18.0.3');
+    expect(addrOf(s, 'alpine3')).toBe('172.17.0.2');
+    expect(addrOf(s, 'alpine4', 'eth0')).toBe('172.18.0.4');
+    expect(addrOf(s, 'alpine4', 'eth1')).toBe('172.17.0.3');
+    const routes = s.ipJson(s.ns('alpine4'), 'route', 'show', 'default');
+    // alpine-net and bridge tie on priority; "alpine-net" < "bridge" by name.
+    expect(routes).toHaveLength(1);
+    expect(routes[0].gateway).toBe('172.18.0.1');
+  });
+
+  it('reachability by IP: same network yes, across networks no, alpine4 both', () => {
+    const a1 = '172.18.0.2';
+    const a2 = '172.18.0.3';
+    const a3 = '172.17.0.2';
+    expect(s.ping(s.ns('alpine1'), a2)).toBe(true);
+    expect(s.ping(s.ns('alpine2'), a1)).toBe(true);
+    expect(s.ping(s.ns('alpine4'), a1)).toBe(true);
+    expect(s.ping(s.ns('alpine4'), a3)).toBe(true);
+    expect(s.ping(s.ns('alpine3'), '172.17.0.3')).toBe(true);
+    expect(s.ping(s.ns('alpine1'), a3)).toBe(false);
+    expect(s.ping(s.ns('alpine3'), a1)).toBe(false);
+  });
+
+  it('every container reaches the uplink, masqueraded to the host address', async () => {
+    for (const c of ['alpine1', 'alpine2', 'alpine3', 'alpine4']) expect(s.ping(s.ns(c), UPLINK_V4)).toBe(true);
+    // A TCP peer on the uplink reports the source address it sees.
+    const peer = tcpPeer(s.uplink, UPLINK_V4, 7777);
+    await peer.ready;
+    const client = s.inNs(s.ns('alpine1'), ['bash', '-c', `exec 3<>/dev/tcp/${UPLINK_V4}/7777; cat <&3`]);
+    expect(client.stdout.trim()).toBe(HOST_V4);
+    expect(await peer.peer).toBe(HOST_V4);
+  });
+
+  it('writes the isolation and masquerade facts as set elements (nft -j)', () => {
+    const t = s.nftTable()!;
+    const set = (name: string) => t.find((o) => o.set?.name === name)?.set.elem ?? [];
+    expect(set('bridges')).toHaveLength(2);
+    expect(set('masq4').map((e: any) => `${e.prefix.addr}/${e.prefix.len}`).sort()).toEqual(['172.17.0.0/16', '172.18.0.0/16']);
+  });
+});

@@ -1,0 +1,107 @@
+/**
+ * diff() on hand-built states: exact action counts (the arithmetic is in the comments),
+ * zero actions when converged, and only the changed objects' actions otherwise.
+ * Conventions: container subnets 172.18.0.0/16; no outside addresses needed here.
+ */
+import { describe, expect, it } from 'vitest';
+import { diff } from '../../src/diff/diff.js';
+import { EMPTY_STATE, type KernelState, type NamespaceState } from '../../src/model/state.js';
+
+const T = 'tt';
+
+function ns(container: string, ifname: string, network: string, addr: string, route = true): NamespaceState {
+  return {
+    container,
+    netnsName: `tt-${container}`,
+    path: `/run/netns/tt-${container}`,
+    attached: false,
+    links: { [ifname]: { name: ifname, network, addrs: [addr], up: true } },
+    routes: route ? [{ family: 4, dst: 'default', via: '172.18.0.1', dev: ifname }] : [],
+  };
+}
+
+function world(containers: string[]): KernelState {
+  const namespaces: Record<string, NamespaceState> = {};
+  const veths: KernelState['veths'] = {};
+  containers.forEach((c, i) => {
+    namespaces[c] = ns(c, 'eth0', 'net1', `172.18.0.${i + 2}/16`);
+    (veths as Record<string, unknown>)[`veth${c}`] = { name: `veth${c}`, container: c, network: 'net1', master: 'br1', up: true };
+  });
+  return {
+    bridges: { br1: { name: 'br1', network: 'net1', addrs: ['172.18.0.1/16'], up: true } },
+    veths,
+    namespaces,
+    sysctls: { 'net.ipv4.ip_forward': '1' },
+    nft: { skeleton: 'S', sets: { bridges: ['br1'], masq4: ['172.18.0.0/16'] } },
+  };
+}
+
+describe('diff', () => {
+  it('is empty when desired equals actual', () => {
+    const w = world(['a', 'b']);
+    expect(diff(w, w, T).actions).toHaveLength(0);
+  });
+
+  it('creates everything from empty, in dependency order', () => {
+    const p = diff(world(['a']), EMPTY_STATE, T);
+    // sysctl 1 + netns 1 + bridge 1 + bridge addr 1 + veth 1 + ctr addr 1 + route 1
+    // + nft table 1 + elements 2 = 10
+    expect(p.actions.map((a) => a.op)).toEqual([
+      'sysctl.set',
+      'netns.create',
+      'bridge.create',
+      'addr.add',
+      'veth.create',
+      'addr.add',
+      'route.add',
+      'nft.table.create',
+      'nft.element.add',
+      'nft.element.add',
+    ]);
+  });
+
+  it('one new container touches only its own objects', () => {
+    const p = diff(world(['a', 'b', 'c']), world(['a', 'b']), T);
+    // netns 1 + veth 1 + addr 1 + route 1 = 4, all about c
+    expect(p.actions).toHaveLength(4);
+    for (const a of p.actions) expect(JSON.stringify(a)).toContain('"c"');
+  });
+
+  it('removing a container deletes its namespace only (its veth goes with it)', () => {
+    const p = diff(world(['a']), world(['a', 'b']), T);
+    expect(p.actions).toEqual([{ op: 'netns.delete', container: 'b', name: 'tt-b' }]);
+  });
+
+  it('repairs a lost address and a downed link without touching the rest', () => {
+    const want = world(['a']);
+    const have: KernelState = {
+      ...want,
+      namespaces: { a: { ...want.namespaces.a!, links: { eth0: { ...want.namespaces.a!.links.eth0!, addrs: [], up: false } } } },
+    };
+    const p = diff(want, have, T);
+    expect(p.actions.map((a) => a.op)).toEqual(['link.set', 'addr.add']);
+  });
+
+  it('replaces the nft table when the skeleton differs, and re-adds all elements', () => {
+    const want = world(['a']);
+    const have = { ...want, nft: { skeleton: 'OLD', sets: want.nft.sets } };
+    const p = diff(want, have, T);
+    // replace 1 + 2 elements
+    expect(p.actions.map((a) => a.op)).toEqual(['nft.table.replace', 'nft.element.add', 'nft.element.add']);
+  });
+
+  it('moves an address from one container to another in one plan (delete before add)', () => {
+    const want = world(['a', 'b']);
+    const have = world(['b', 'a']); // a and b swapped addresses
+    const p = diff(want, have, T);
+    const ops = p.actions.map((a) => a.op);
+    expect(ops.filter((o) => o === 'addr.del')).toHaveLength(2);
+    expect(ops.filter((o) => o === 'addr.add')).toHaveLength(2);
+    expect(ops.lastIndexOf('addr.del')).toBeLessThan(ops.indexOf('addr.add'));
+  });
+
+  it('destroy: empty desired deletes bridges, namespaces and the table', () => {
+    const p = diff(EMPTY_STATE, world(['a', 'b']), T);
+    expect(p.actions.map((a) => a.op).sort()).toEqual(['bridge.delete', 'netns.delete', 'netns.delete', 'nft.table.delete'].sort());
+  });
+});
