@@ -80,14 +80,11 @@ const counted = (a: Action) => a.op === 'bridge.delete' || a.op === 'netns.delet
 /**
  * SPEC §3: a manifest set that would delete most of what exists is refused unless
  * --prune-all. "Most": more than half of the owned bridges, namespaces and veths, and at
- * least 3 of them (a namespace's veths count with it).
+ * least 3 of them.
  */
 export function massDeletion(plan: Plan, actual: KernelState): string | undefined {
   const total = ownedCount(actual);
-  let gone = plan.actions.filter(counted).length;
-  for (const a of plan.actions) {
-    if (a.op === 'netns.delete') gone += Object.keys(actual.namespaces[a.container]?.links ?? {}).length;
-  }
+  const gone = plan.actions.filter(counted).length;
   if (gone >= 3 && gone * 2 > total) {
     return `refusing to delete ${gone} of the ${total} objects tether owns (bridges, namespaces, veths); check the manifests, or pass --prune-all if this is intended`;
   }

@@ -13,7 +13,7 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   const del: Action[] = [];
   const add: Action[] = [];
 
-  // Namespaces tether created and no longer wants. Their veth peers go with them.
+  // Namespaces tether created and no longer wants.
   const dyingNs = new Set<string>();
   for (const c of keys(actual.namespaces)) {
     const a = actual.namespaces[c]!;
@@ -36,7 +36,9 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     const recreate = d && (!peerNow || !peerWant || peerNow.name !== peerWant.name || dyingNs.has(a.container));
     if (!d || recreate) {
       dyingVeth.add(v);
-      if (!dyingNs.has(a.container)) del.push({ op: 'veth.delete', container: a.container, network: a.network, name: v });
+      // Also for a dying namespace: the kernel frees a deleted namespace's interfaces
+      // asynchronously, so the host ends are removed explicitly, not left to linger.
+      del.push({ op: 'veth.delete', container: a.container, network: a.network, name: v });
     }
   }
 

@@ -126,8 +126,20 @@ export class HostNetlink {
     this.sock.socket.close();
   }
 
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Dumps run one at a time on the socket: the package reassembles one multipart reply
+   * at a time, and interleaved dumps fail with "Multipart message not terminated".
+   */
+  private dump(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
+    const next = this.queue.then(() => this.dumpNow(type, header, what));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
   /** A dump that fails rather than returns an inconsistent view. */
-  private async dump(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
+  private async dumpNow(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
     for (let attempt = 0; attempt < DUMP_RETRIES; attempt++) {
       const [msgs] = await this.sock.socket.request(type, header, { flags: FlagsGet.DUMP });
       if (msgs.some((m) => m.flags & Flags.DUMP_INTR)) continue;
