@@ -4,8 +4,8 @@
  *   1. inside surviving containers: route and address removals (one `ip -batch` each)
  *   2. host: veth, address and bridge removals (rtnetlink)
  *   3. namespace removals
- *   4. sysctls, namespace creations
- *   5. host: bridges, addresses, link changes, veth pairs born inside their namespace
+ *   4. namespace creations
+ *   5. host: bridges, addresses, link changes, veth pairs born inside their namespace; sysctls
  *   6. inside containers: loopback, peer set-up, addresses, routes (one `ip -batch` each, in parallel)
  *   7. one atomic nft transaction
  *
@@ -15,7 +15,7 @@
 import { KernelError } from '../model/errors.js';
 import { epAlias, netAlias, nsAlias } from '../model/names.js';
 import type { Action, Plan } from '../diff/plan.js';
-import { elementJson, FAMILY, skeletonCommands } from '../firewall/rules.js';
+import { BRIDGE_FAMILY, elementJson, FAMILY, SETS, skeletonCommands } from '../firewall/rules.js';
 import { mapLimit } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
 import { batchNs, createNetns, deleteNetns, q } from '../kernel/netns.js';
@@ -92,12 +92,8 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     writes++;
   }
 
-  // 4. sysctls, namespace creations
+  // 4. namespace creations
   const post = new Map<string, string[]>();
-  for (const a of of('sysctl.set')) {
-    writeSysctl(a.key, a.value);
-    writes++;
-  }
   for (const a of of('netns.create')) {
     await createNetns(a.name);
     writes++;
@@ -138,6 +134,12 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     }
   }
 
+  // 5b. sysctls (after the bridges they may name exist)
+  for (const a of of('sysctl.set')) {
+    writeSysctl(a.key, a.value);
+    writes++;
+  }
+
   // 6. container-side creations
   for (const a of acts) {
     if (a.op === 'link.set' && a.nsPath) push(post, a.nsPath, linkLine(a.name, a.change));
@@ -149,6 +151,7 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
 
   // 7. nftables, one transaction
   const tx = nftTransaction(acts);
+  if (process.env.TETHER_DUMP_NFT) (await import("node:fs")).writeFileSync(process.env.TETHER_DUMP_NFT, JSON.stringify({ nftables: tx }));
   await nftRun(tx);
   writes += tx.length;
   return { writes };
@@ -158,15 +161,16 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
 export function nftTransaction(acts: readonly Action[]): NftCommand[] {
   const tx: NftCommand[] = [];
   for (const a of acts) {
-    if (a.op === 'nft.table.delete') tx.push({ delete: { table: { family: FAMILY, name: a.table } } });
-    else if (a.op === 'nft.table.create') {
-      tx.push({ add: { table: { family: FAMILY, name: a.table } } });
-      tx.push(...skeletonCommands(a.table));
-    } else if (a.op === 'nft.table.replace') {
+    if (a.op === 'nft.table.delete') {
+      // add-then-delete: deleting a table that is already gone would fail the transaction
+      for (const family of [FAMILY, BRIDGE_FAMILY]) {
+        tx.push({ add: { table: { family, name: a.table } } }, { delete: { table: { family, name: a.table } } });
+      }
+    } else if (a.op === 'nft.table.create' || a.op === 'nft.table.replace') {
       // add + delete + add in one batch is an atomic replace (KERNEL-NOTES)
-      tx.push({ add: { table: { family: FAMILY, name: a.table } } });
-      tx.push({ delete: { table: { family: FAMILY, name: a.table } } });
-      tx.push({ add: { table: { family: FAMILY, name: a.table } } });
+      for (const family of [FAMILY, BRIDGE_FAMILY]) {
+        tx.push({ add: { table: { family, name: a.table } } }, { delete: { table: { family, name: a.table } } });
+      }
       tx.push(...skeletonCommands(a.table));
     }
   }
@@ -181,8 +185,9 @@ export function nftTransaction(acts: readonly Action[]): NftCommand[] {
   }
   const ordered = [...groups.values()].sort((x, y) => (x.verb === y.verb ? 0 : x.verb === 'delete' ? -1 : 1));
   for (const g of ordered) {
+    const family = SETS.find((s) => s.name === g.set)?.family ?? FAMILY;
     tx.push({
-      [g.verb]: { element: { family: FAMILY, table: g.table, name: g.set, elem: g.keys.map((k) => elementJson(g.set, k)) } },
+      [g.verb]: { element: { family, table: g.table, name: g.set, elem: g.keys.map((k) => elementJson(g.set, k)) } },
     });
   }
   return tx;

@@ -2,7 +2,8 @@
 import { addrOf } from '../model/ip.js';
 import type { Resolved } from '../model/resolved.js';
 import type { BridgeState, ContainerLinkState, KernelState, NamespaceState, RouteState, VethState } from '../model/state.js';
-import { desiredSets, skeletonFingerprint } from '../firewall/rules.js';
+import { skeletonFingerprint } from '../firewall/rules.js';
+import { desiredSets } from '../firewall/elements.js';
 
 /** Networks whose bridge exists: every user-defined one, and the default bridge when used. */
 export function usedNetworks(r: Resolved): Set<string> {
@@ -61,6 +62,10 @@ export function desiredState(r: Resolved): KernelState {
   const sysctls: Record<string, string> = {};
   if (Object.keys(bridges).length) sysctls['net.ipv4.ip_forward'] = '1';
   if (v6) sysctls['net.ipv6.conf.all.forwarding'] = '1';
+  // Host processes reach 127.0.0.1-bound published ports through OUTPUT DNAT, which needs
+  // route_localnet on the bridge the DNAT'd packet leaves by (Docker does the same without
+  // its userland proxy).
+  for (const b of Object.values(bridges)) if (b.addrs.some((a) => !a.includes(':'))) sysctls[`net.ipv4.conf.${b.name}.route_localnet`] = '1';
   const any = Object.keys(bridges).length > 0;
   return {
     bridges,

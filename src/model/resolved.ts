@@ -47,14 +47,23 @@ export interface ResolvedEndpoint {
   readonly isGateway6: boolean;
 }
 
+/** One published port binding of one address family (Docker's PortBinding after normalisation). */
 export interface ResolvedPort {
+  readonly family: 4 | 6;
   readonly protocol: Protocol;
   readonly containerPort: number;
+  /** The container's address this binding forwards to. */
+  readonly containerIp: string;
+  /** Host port; 0 when NAT is off (gateway mode routed: the host port is ignored). */
   readonly hostPort: number;
-  /** "0.0.0.0", "::", or a specific address. */
+  /** "0.0.0.0", "::", or a specific address of the binding's family. */
   readonly hostIp: string;
-  /** True when the host port was chosen by tether (ephemeral). */
+  /** True when the host port was chosen by tether (ephemeral, or from a range). */
   readonly ephemeral: boolean;
+  /** Gateway mode of the endpoint's network for this family. */
+  readonly mode: 'nat' | 'nat-unprotected' | 'routed';
+  /** The network carrying the binding. */
+  readonly network: string;
 }
 
 export interface ResolvedContainer {

@@ -65,6 +65,8 @@ export interface NftState {
   readonly skeleton?: string;
   /** set/map name → sorted element keys (map elements as "key => value"). */
   readonly sets: Readonly<Record<string, readonly string[]>>;
+  /** Which of tether's tables exist (observed only). */
+  readonly tables?: { readonly inet: boolean; readonly bridge: boolean };
 }
 
 export interface KernelState {

@@ -16,7 +16,7 @@ import { addrOf, maskedCidr } from '../model/ip.js';
 import { nftTableName, parseAlias } from '../model/names.js';
 import type { BridgeState, ContainerLinkState, KernelState, NamespaceState, RouteState, VethState } from '../model/state.js';
 import type { HostFacts } from '../spec/ipam.js';
-import { parseNft, FAMILY } from '../firewall/rules.js';
+import { BRIDGE_FAMILY, FAMILY, parseNft } from '../firewall/rules.js';
 import { mapLimit } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
 import { nftListTable } from '../kernel/nft.js';
@@ -50,6 +50,11 @@ function nameservers(): string[] {
   }
 }
 
+function ephemeralRange(): [number, number] {
+  const [lo, hi] = (readSysctl('net.ipv4.ip_local_port_range') ?? '').split(/\s+/).map(Number);
+  return lo && hi && lo <= hi ? [lo, hi] : [49153, 65535];
+}
+
 function ulaSeed(): string {
   try {
     return readFileSync('/etc/machine-id', 'utf8').trim() || hostname();
@@ -67,11 +72,12 @@ export interface ObserveScope {
 
 export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Observation> {
   const { instance } = scope;
-  const [links, addrs, routes, listing] = await Promise.all([
+  const [links, addrs, routes, inetTable, bridgeTable] = await Promise.all([
     nl.links(),
     nl.addrs(),
     nl.routes(),
     nftListTable(FAMILY, nftTableName(instance)),
+    nftListTable(BRIDGE_FAMILY, nftTableName(instance)),
   ]);
   const byIndex = new Map(links.map((l) => [l.index, l]));
   const owned = new Set<number>();
@@ -156,14 +162,14 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
   });
 
   const sysctls: Record<string, string> = {};
-  for (const k of MANAGED_SYSCTLS) {
+  for (const k of [...MANAGED_SYSCTLS, ...Object.keys(bridges).map((b) => `net.ipv4.conf.${b}.route_localnet`)]) {
     const v = readSysctl(k);
     if (v !== undefined) sysctls[k] = v;
   }
 
   return {
-    state: { bridges, veths, namespaces, sysctls, nft: parseNft(listing) },
-    host: { reserved4: [...reserved4].sort(), reserved6: [...reserved6].sort(), ulaSeed: ulaSeed() },
+    state: { bridges, veths, namespaces, sysctls, nft: parseNft(inetTable, bridgeTable) },
+    host: { reserved4: [...reserved4].sort(), reserved6: [...reserved6].sort(), ulaSeed: ulaSeed(), ephemeralPorts: ephemeralRange() },
     foreign: { hostLinks: foreignHost.sort(), netns: foreignNetns.sort(), nsLinks },
   };
 }

@@ -46,6 +46,8 @@ export interface HostFacts {
   readonly reserved6: readonly string[];
   /** Seed of the per-host ULA prefix (e.g. /etc/machine-id). */
   readonly ulaSeed: string;
+  /** net.ipv4.ip_local_port_range (Docker's ephemeral range); default 32768-60999. */
+  readonly ephemeralPorts?: readonly [number, number];
 }
 
 /** Docker's local-scope default pools, in order (§2.1). */
@@ -241,7 +243,7 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
       ? resolveFamily(
           n,
           4,
-          n.ipam4.subnet ? n.ipam4 : n.ipam4,
+          n.ipam4,
           actual,
           taken4,
           () => pickSubnet(poolSubnets(pools4), others4(), host.reserved4),
@@ -384,9 +386,10 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
       netnsPath: c.mode === 'host' ? '' : (c.netns ?? `/run/netns/${netnsName(instance, c.name)}`),
       attached: !!c.netns,
       endpoints: eps,
-      ports: resolvePorts(c.ports, eps, networks),
+      ports: [],
     };
   }
+  resolveAllPorts(spec, containers, networks, actual, host.ephemeralPorts ?? [32768, 60999], problems);
   if (problems.length) throw new SpecError(problems);
   return { instance, spec, networks, containers };
 }
@@ -420,33 +423,168 @@ function pickGateway(
   });
 }
 
-/**
- * Published ports with explicit host ports. Ephemeral host ports are chosen by the
- * firewall layer (it knows which are taken); here they are marked with hostPort 0.
- */
-function resolvePorts(
-  ports: Spec['containers'][string]['ports'],
-  eps: readonly ResolvedEndpoint[],
-  networks: Record<string, ResolvedNetwork>,
-): ResolvedPort[] {
-  const gw = eps.find((e) => e.isGateway4) ?? eps.find((e) => e.isGateway6);
-  if (!gw) return [];
-  const net = networks[gw.network]!;
-  const out: ResolvedPort[] = [];
-  for (const p of ports) {
-    const n = p.targetEnd - p.target + 1;
-    for (let i = 0; i < n; i++) {
-      const hostPort = p.published === undefined ? 0 : p.publishedEnd !== undefined && p.publishedEnd - p.published + 1 === n ? p.published + i : p.published;
-      out.push({
-        protocol: p.protocol,
-        containerPort: p.target + i,
-        hostPort,
-        hostIp: p.hostIp ?? net.spec.hostBindingIpv4,
-        ephemeral: p.published === undefined,
-      });
+/** Host ports already bound, for ephemeral allocation: "family proto hostIp" → ports. */
+class PortBook {
+  private readonly used = new Map<string, Set<number>>();
+  private readonly cursor = new Map<string, number>();
+  constructor(private readonly range: readonly [number, number]) {}
+  private k(family: 4 | 6, proto: string, ip: string) {
+    return `${family} ${proto} ${ip}`;
+  }
+  take(family: 4 | 6, proto: string, ip: string, port: number) {
+    const k = this.k(family, proto, ip);
+    let s = this.used.get(k);
+    if (!s) this.used.set(k, (s = new Set()));
+    s.add(port);
+  }
+  /** Free on ip, on the unspecified address of the family, and (for unspecified) on every address. */
+  isFree(family: 4 | 6, proto: string, ip: string, port: number): boolean {
+    const any = family === 4 ? '0.0.0.0' : '::';
+    for (const [k, ports] of this.used) {
+      const [f, p, a] = k.split(' ');
+      if (Number(f) !== family || p !== proto || !ports.has(port)) continue;
+      if (ip === any || a === any || a === ip) return false;
+    }
+    return true;
+  }
+  /** Docker's rotating cursor per (ip, proto, range), starting at the range start. */
+  allocate(targets: readonly { family: 4 | 6; ip: string }[], proto: string, lo: number, hi: number): number | undefined {
+    const ck = `${proto} ${lo}-${hi} ${targets.map((t) => t.ip).join(',')}`;
+    const start = this.cursor.get(ck) ?? lo;
+    for (let i = 0; i <= hi - lo; i++) {
+      const port = lo + ((start - lo + i) % (hi - lo + 1));
+      if (targets.every((t) => this.isFree(t.family, proto, t.ip, port))) {
+        this.cursor.set(ck, port + 1 > hi ? lo : port + 1);
+        for (const t of targets) this.take(t.family, proto, t.ip, port);
+        return port;
+      }
+    }
+    return undefined;
+  }
+  get ephemeralRange() {
+    return this.range;
+  }
+}
+
+/** Host ports of bindings that exist in the kernel (nft maps): "family proto containerIp containerPort hostIp" → hostPort. */
+function existingBindings(actual: KernelState): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const v of ['4', '6'] as const) {
+    const any = v === '4' ? '0.0.0.0' : '::';
+    const addrOfKey = new Map<string, string>();
+    for (const e of actual.nft.sets[`dnat${v}_addr`] ?? []) addrOfKey.set(e.split(' : ')[0]!, e.split(' : ')[1]!);
+    for (const e of actual.nft.sets[`dnat${v}_port`] ?? []) {
+      const [k, cport] = e.split(' : ');
+      const [hip, proto, hport] = k!.split(' . ');
+      const cip = addrOfKey.get(k!);
+      if (cip) out.set(`${v} ${proto} ${cip} ${cport} ${hip}`, Number(hport));
+    }
+    addrOfKey.clear();
+    for (const e of actual.nft.sets[`dnatany${v}_addr`] ?? []) addrOfKey.set(e.split(' : ')[0]!, e.split(' : ')[1]!);
+    for (const e of actual.nft.sets[`dnatany${v}_port`] ?? []) {
+      const [k, cport] = e.split(' : ');
+      const [proto, hport] = k!.split(' . ');
+      const cip = addrOfKey.get(k!);
+      if (cip) out.set(`${v} ${proto} ${cip} ${cport} ${any}`, Number(hport));
     }
   }
   return out;
+}
+
+/**
+ * Published ports (docker-semantics §5.2–5.4). Each spec binding becomes one binding per
+ * address family the host IP allows and the gateway endpoint has an address for; both
+ * families share one host port. Ephemeral ports: the port this binding already has in
+ * the kernel, else Docker's cursor over the ephemeral range. Routed networks ignore the
+ * host port (no NAT). Containers without a gateway endpoint publish nothing.
+ */
+function resolveAllPorts(
+  spec: Spec,
+  containers: Record<string, ResolvedContainer>,
+  networks: Record<string, ResolvedNetwork>,
+  actual: KernelState,
+  range: readonly [number, number],
+  problems: SpecProblem[],
+): void {
+  const book = new PortBook(range);
+  const existing = existingBindings(actual);
+  interface Pending {
+    c: ResolvedContainer;
+    sp: Spec['containers'][string]['ports'][number];
+    offset: number;
+    targets: { family: 4 | 6; ip: string; ep: ResolvedEndpoint; mode: ResolvedPort['mode'] }[];
+  }
+  const pending: Pending[] = [];
+  for (const c of Object.values(containers)) {
+    if (c.mode !== 'bridge') continue;
+    const gw4 = c.endpoints.find((e) => e.isGateway4);
+    const gw6 = c.endpoints.find((e) => e.isGateway6);
+    for (const sp of c.spec.ports) {
+      const n = sp.targetEnd - sp.target + 1;
+      for (let offset = 0; offset < n; offset++) {
+        const targets: Pending['targets'] = [];
+        const net4 = gw4 && networks[gw4.network]!;
+        const net6 = gw6 && networks[gw6.network]!;
+        const deflt = net4?.spec.hostBindingIpv4 ?? net6?.spec.hostBindingIpv4 ?? '0.0.0.0';
+        const hostIp = sp.hostIp ?? deflt;
+        const want4 = hostIp === '0.0.0.0' || (!hostIp.includes(':') && hostIp !== '::');
+        const want6 = hostIp === '0.0.0.0' || hostIp.includes(':');
+        const mode = (m: string) => (m === 'isolated' ? 'nat' : m) as ResolvedPort['mode'];
+        if (want4 && gw4?.ipv4) targets.push({ family: 4, ip: hostIp, ep: gw4, mode: mode(net4!.spec.gatewayModeV4) });
+        if (want6 && gw6?.ipv6) targets.push({ family: 6, ip: hostIp === '0.0.0.0' ? '::' : hostIp, ep: gw6, mode: mode(net6!.spec.gatewayModeV6) });
+        pending.push({ c, sp, offset, targets });
+      }
+    }
+  }
+  // Explicit host ports first (their clashes are input errors, checked by the loader).
+  const fixed = (p: Pending) => p.sp.published !== undefined && (p.sp.publishedEnd === undefined || p.sp.publishedEnd - p.sp.published === p.sp.targetEnd - p.sp.target);
+  for (const p of pending) {
+    if (!fixed(p)) continue;
+    for (const t of p.targets) if (t.mode !== 'routed') book.take(t.family, p.sp.protocol, t.ip, p.sp.published! + p.offset);
+  }
+  // Sticky ephemeral ports next, then new ones.
+  const chosen = new Map<Pending, number>();
+  for (const p of pending) {
+    if (fixed(p)) continue;
+    const nat = p.targets.filter((t) => t.mode !== 'routed');
+    const port = p.sp.target + p.offset;
+    const seen = nat.map((t) => existing.get(`${t.family} ${p.sp.protocol} ${t.family === 4 ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`));
+    const lo = p.sp.published ?? range[0];
+    const hi = p.sp.publishedEnd ?? (p.sp.published ?? range[1]);
+    const same = seen[0];
+    if (same !== undefined && seen.every((x) => x === same) && same >= lo && same <= hi && nat.every((t) => book.isFree(t.family, p.sp.protocol, t.ip, same))) {
+      for (const t of nat) book.take(t.family, p.sp.protocol, t.ip, same);
+      chosen.set(p, same);
+    }
+  }
+  for (const p of pending) {
+    if (fixed(p) || chosen.has(p)) continue;
+    const nat = p.targets.filter((t) => t.mode !== 'routed');
+    if (!nat.length) continue;
+    const lo = p.sp.published ?? range[0];
+    const hi = p.sp.publishedEnd ?? (p.sp.published ?? range[1]);
+    const port = book.allocate(nat.map((t) => ({ family: t.family, ip: t.ip })), p.sp.protocol, lo, hi);
+    if (port === undefined) {
+      problems.push({ message: `container '${p.c.name}': all ports are allocated in ${lo}-${hi}/${p.sp.protocol}`, src: p.sp.src });
+    } else chosen.set(p, port);
+  }
+  for (const p of pending) {
+    const ports = (containers[p.c.name]!.ports as ResolvedPort[]);
+    for (const t of p.targets) {
+      const hostPort = t.mode === 'routed' ? 0 : fixed(p) ? p.sp.published! + p.offset : (chosen.get(p) ?? 0);
+      ports.push({
+        family: t.family,
+        protocol: p.sp.protocol,
+        containerPort: p.sp.target + p.offset,
+        containerIp: (t.family === 4 ? t.ep.ipv4 : t.ep.ipv6)!,
+        hostPort,
+        hostIp: t.ip,
+        ephemeral: !fixed(p),
+        mode: t.mode,
+        network: t.ep.network,
+      });
+    }
+  }
 }
 
 export { formatIp };
