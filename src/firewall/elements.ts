@@ -15,6 +15,7 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
     if (!usedBridges.has(n.bridge)) continue;
     const s = n.spec;
     add('bridges', n.bridge);
+    add('samebridge', `${n.bridge} . ${n.bridge}`);
     if (s.internal) add('internal', n.bridge);
     if (!s.internal && (s.gatewayModeV4 === 'nat-unprotected' || s.gatewayModeV6 === 'nat-unprotected')) add('unprotected', n.bridge);
     for (const [v, fc, mode, hostIp] of [

@@ -18,6 +18,8 @@
  *     }
  *     chain filter-forward  { type filter hook forward priority filter; policy accept;
  *       ct state established,related accept
+ *       iifname . oifname @samebridge accept                   bridged traffic, seen here when
+ *                                                              bridge-nf-call-iptables=1 ("br . br")
  *       iifname @internal drop                                 internal: nothing routed leaves …
  *       oifname @internal drop                                 … or enters
  *       oifname @bridges ct status dnat ip daddr . meta l4proto . th dport @published4 accept
@@ -73,6 +75,7 @@ const PP: NftType[] = ['inet_proto', 'inet_service'];
 
 export const SETS: readonly SetDef[] = [
   set('bridges', ['ifname']),
+  set('samebridge', ['ifname', 'ifname']),
   set('internal', ['ifname']),
   set('unprotected', ['ifname']),
   set('subnets4', [A4], { interval: true }),
@@ -182,6 +185,7 @@ export const CHAINS: readonly ChainDef[] = [
     base: { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' },
     rules: [
       [match({ ct: { key: 'state' } }, ['established', 'related'], 'in'), ACCEPT],
+      [match(concat(meta('iifname'), meta('oifname')), '@samebridge'), ACCEPT],
       [match(meta('iifname'), '@internal'), DROP],
       [match(meta('oifname'), '@internal'), DROP],
       ...F4.forward,
