@@ -1,0 +1,438 @@
+/**
+ * Pure record logic of tether's embedded resolver (Docker embedded-DNS semantics,
+ * docker-semantics.md §6.2, served aardvark-style on each network's gateway).
+ *
+ * No I/O here. {@link compileDns} turns a {@link DnsConfig} into lookup tables once per
+ * (re)load; {@link resolveLocal} answers one question against them and says whether the
+ * answer is local, NXDOMAIN, or must be forwarded upstream.
+ */
+import type { StringAnswer } from 'dns-packet';
+import { canonicalIp, type ParsedCidr, type ParsedIp, parseCidrStrict, parseIpStrict } from './ip.js';
+
+/** A user-defined network that has a resolver listener. */
+export interface DnsNetwork {
+  /** Network name; also the suffix of network-qualified names (`web.alpine-net`). */
+  name: string;
+  /** Gateway addresses the resolver listens on (port 53 unless configured otherwise). */
+  listen: string[];
+  /** CIDRs whose hosts may query this network's listener; other sources are REFUSED. */
+  subnets: string[];
+}
+
+/** One container attached to one network. A container on two networks has two endpoints. */
+export interface DnsEndpoint {
+  /** Container name. The PTR target, and the identity that links a container's endpoints. */
+  container: string;
+  /** The network this endpoint is on (a {@link DnsNetwork} name). */
+  network: string;
+  /** Names registered on that network: container name, aliases, hostname. Case-insensitive. */
+  names: string[];
+  ipv4?: string;
+  ipv6?: string;
+}
+
+export interface DnsConfig {
+  networks: DnsNetwork[];
+  endpoints: DnsEndpoint[];
+  /** Forwarders, tried in order: `"ip"`, `"ip:port"`, `"v6"` or `"[v6]:port"`. Invalid ones are skipped. */
+  upstreams: string[];
+  /** TTL of local answers in seconds. Default 600, as Docker. */
+  ttl?: number;
+}
+
+/** The TTL Docker gives local answers. */
+export const DEFAULT_TTL = 600;
+
+/** A forwarder after parsing. */
+export interface Upstream {
+  host: string;
+  port: number;
+  family: 4 | 6;
+}
+
+interface NameAddrs {
+  v4: string[];
+  v6: string[];
+}
+
+/** One network's tables. */
+export interface NetworkRecords {
+  readonly name: string;
+  readonly listen: readonly string[];
+  readonly subnets: readonly ParsedCidr[];
+  /** lower-cased name without trailing dot → addresses (deduplicated, endpoint order). */
+  readonly names: ReadonlyMap<string, NameAddrs>;
+  /** canonical address → container name, for PTR. */
+  readonly ptr: ReadonlyMap<string, string>;
+}
+
+/**
+ * Compiled, read-only form of a {@link DnsConfig}. Build it with {@link compileDns};
+ * replace it wholesale on reload.
+ */
+export interface DnsIndex {
+  readonly kind: 'dns-index';
+  readonly ttl: number;
+  readonly networks: ReadonlyMap<string, NetworkRecords>;
+  /** canonical address → the endpoints that own it, in config order. */
+  readonly byIp: ReadonlyMap<string, readonly { container: string; network: string }[]>;
+  /** container → its networks, in config order (first endpoint first). */
+  readonly containerNetworks: ReadonlyMap<string, readonly string[]>;
+  /** Every registered name on every network (lower-case): out-of-scope ones are NXDOMAIN. */
+  readonly allNames: ReadonlySet<string>;
+  /** canonical listen address → network name. */
+  readonly listen: ReadonlyMap<string, string>;
+  readonly upstreams: readonly Upstream[];
+  /** What was skipped while compiling (bad addresses, unknown networks, bad upstreams). */
+  readonly warnings: readonly string[];
+}
+
+/** Lower-case and strip one trailing dot: the key form of a DNS name. */
+export function normalizeName(name: string): string {
+  const lower = name.toLowerCase();
+  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
+}
+
+/**
+ * Parses an upstream: `"192.0.2.1"`, `"192.0.2.1:5353"`, `"2001:db8::1"`,
+ * `"[2001:db8::1]:5353"`. Null when invalid (bad address, port outside 1..65535).
+ */
+export function parseUpstream(s: string): Upstream | null {
+  if (typeof s !== 'string') return null;
+  let host: string;
+  let portText: string | undefined;
+  const t = s.trim();
+  if (t.startsWith('[')) {
+    const close = t.indexOf(']');
+    if (close < 0) return null;
+    host = t.slice(1, close);
+    const rest = t.slice(close + 1);
+    if (rest !== '') {
+      if (!rest.startsWith(':')) return null;
+      portText = rest.slice(1);
+    }
+  } else {
+    const colons = t.split(':').length - 1;
+    if (colons === 1) {
+      host = t.slice(0, t.indexOf(':'));
+      portText = t.slice(t.indexOf(':') + 1);
+    } else {
+      host = t;
+    }
+  }
+  const ip = parseIpStrict(host);
+  if (!ip) return null;
+  let port = 53;
+  if (portText !== undefined) {
+    if (!/^\d{1,5}$/.test(portText)) return null;
+    port = Number(portText);
+    if (port < 1 || port > 65535) return null;
+  }
+  return { host: ip.toString(), port, family: ip.kind() === 'ipv4' ? 4 : 6 };
+}
+
+/**
+ * Builds the lookup tables. Never throws on bad data: invalid addresses, endpoints on
+ * unknown networks and unparsable upstreams are skipped and listed in `warnings`.
+ */
+export function compileDns(cfg: DnsConfig): DnsIndex {
+  const warnings: string[] = [];
+  const networks = new Map<
+    string,
+    NetworkRecords & { names: Map<string, NameAddrs>; ptr: Map<string, string> }
+  >();
+  const listen = new Map<string, string>();
+  for (const n of cfg.networks ?? []) {
+    if (networks.has(n.name)) {
+      warnings.push(`network ${n.name} listed twice; the first definition is used`);
+      continue;
+    }
+    const subnets: ParsedCidr[] = [];
+    for (const s of n.subnets ?? []) {
+      const c = parseCidrStrict(s);
+      if (c) subnets.push(c);
+      else warnings.push(`network ${n.name}: invalid subnet ${JSON.stringify(s)} skipped`);
+    }
+    const addrs: string[] = [];
+    for (const a of n.listen ?? []) {
+      const c = canonicalIp(a);
+      if (!c) {
+        warnings.push(`network ${n.name}: invalid listen address ${JSON.stringify(a)} skipped`);
+      } else if (listen.has(c)) {
+        warnings.push(`network ${n.name}: listen address ${c} already used by network ${listen.get(c)}`);
+      } else {
+        listen.set(c, n.name);
+        addrs.push(c);
+      }
+    }
+    networks.set(n.name, { name: n.name, listen: addrs, subnets, names: new Map(), ptr: new Map() });
+  }
+
+  const byIp = new Map<string, { container: string; network: string }[]>();
+  const containerNetworks = new Map<string, string[]>();
+  const allNames = new Set<string>();
+  for (const ep of cfg.endpoints ?? []) {
+    const net = networks.get(ep.network);
+    if (!net) {
+      warnings.push(`endpoint ${ep.container}: unknown network ${ep.network}`);
+      continue;
+    }
+    const v4 = ep.ipv4 === undefined ? null : parseIpStrict(ep.ipv4);
+    const v6 = ep.ipv6 === undefined ? null : parseIpStrict(ep.ipv6);
+    if (ep.ipv4 !== undefined && v4?.kind() !== 'ipv4') {
+      warnings.push(`endpoint ${ep.container} on ${ep.network}: invalid ipv4 ${JSON.stringify(ep.ipv4)}`);
+    }
+    if (ep.ipv6 !== undefined && v6?.kind() !== 'ipv6') {
+      warnings.push(`endpoint ${ep.container} on ${ep.network}: invalid ipv6 ${JSON.stringify(ep.ipv6)}`);
+    }
+    const ips: ParsedIp[] = [];
+    if (v4 && v4.kind() === 'ipv4') ips.push(v4);
+    if (v6 && v6.kind() === 'ipv6') ips.push(v6);
+
+    const nets = containerNetworks.get(ep.container) ?? [];
+    if (!nets.includes(ep.network)) nets.push(ep.network);
+    containerNetworks.set(ep.container, nets);
+
+    const keys = new Set<string>();
+    for (const raw of [ep.container, ...(ep.names ?? [])]) {
+      if (typeof raw !== 'string') continue;
+      const k = normalizeName(raw);
+      if (k !== '') keys.add(k);
+    }
+    for (const k of keys) {
+      allNames.add(k);
+      let entry = net.names.get(k);
+      if (!entry) {
+        entry = { v4: [], v6: [] };
+        net.names.set(k, entry);
+      }
+      for (const ip of ips) {
+        const list = ip.kind() === 'ipv4' ? entry.v4 : entry.v6;
+        const s = ip.toString();
+        if (!list.includes(s)) list.push(s);
+      }
+    }
+    for (const ip of ips) {
+      const s = ip.toString();
+      if (!net.ptr.has(s)) net.ptr.set(s, ep.container);
+      const owners = byIp.get(s) ?? [];
+      owners.push({ container: ep.container, network: ep.network });
+      byIp.set(s, owners);
+    }
+  }
+
+  const upstreams: Upstream[] = [];
+  for (const u of cfg.upstreams ?? []) {
+    const p = parseUpstream(u);
+    if (p) upstreams.push(p);
+    else warnings.push(`invalid upstream ${JSON.stringify(u)} skipped`);
+  }
+
+  const ttl =
+    typeof cfg.ttl === 'number' && Number.isInteger(cfg.ttl) && cfg.ttl >= 0 ? cfg.ttl : DEFAULT_TTL;
+  return { kind: 'dns-index', ttl, networks, byIp, containerNetworks, allNames, listen, upstreams, warnings };
+}
+
+const compiled = new WeakMap<DnsConfig, DnsIndex>();
+
+function indexOf(cfg: DnsConfig | DnsIndex): DnsIndex {
+  if ((cfg as DnsIndex).kind === 'dns-index') return cfg as DnsIndex;
+  const c = cfg as DnsConfig;
+  let idx = compiled.get(c);
+  if (!idx) {
+    idx = compileDns(c);
+    compiled.set(c, idx);
+  }
+  return idx;
+}
+
+/**
+ * The networks a query is resolved against, in search order.
+ *
+ * The querier is the endpoint whose address equals the source (preferring one on the
+ * network the query arrived on). Its scope is every network its container is attached
+ * to, the arrival network first, then the rest in config order. A source that is no
+ * endpoint (the host, a foreign machine in the subnet) sees only the arrival network.
+ */
+export function scopeFor(index: DnsIndex, source: string, network?: string): string[] {
+  const key = canonicalIp(source);
+  const owners = key ? index.byIp.get(key) : undefined;
+  const me = owners?.find((o) => o.network === network) ?? owners?.[0];
+  if (!me) return network !== undefined && index.networks.has(network) ? [network] : [];
+  const nets = index.containerNetworks.get(me.container) ?? [me.network];
+  if (network !== undefined && nets.includes(network)) return [network, ...nets.filter((n) => n !== network)];
+  return [...nets];
+}
+
+/** One question as the resolver sees it. */
+export interface LocalQuery {
+  /** As asked (any case, with or without trailing dot). Answers echo it. */
+  name: string;
+  /** Record type, e.g. `'A'`, `'AAAA'`, `'PTR'`, `'MX'`. */
+  type: string;
+  /** The querier's address (IPv4-mapped IPv6 is accepted). */
+  source: string;
+  /** The network whose listener received the query. */
+  network?: string;
+}
+
+export type LocalResult =
+  /** Answer locally with rcode NOERROR; `records` may be empty (the name exists, no data of that type). */
+  | { kind: 'answer'; records: StringAnswer[] }
+  /** The name belongs to containers the querier does not share a network with. Never forwarded. */
+  | { kind: 'nxdomain' }
+  /** Not a local name: forward upstream. */
+  | { kind: 'forward' };
+
+let rotationCounter = 0;
+
+function rotate<T>(list: readonly T[], by: number): T[] {
+  if (list.length < 2) return [...list];
+  const k = ((by % list.length) + list.length) % list.length;
+  return [...list.slice(k), ...list.slice(0, k)];
+}
+
+/**
+ * Parses a reverse-lookup name (`4.3.2.1.in-addr.arpa`, 32 nibbles + `ip6.arpa`) into a
+ * canonical address. Null for any other name, and for partial reverse names.
+ */
+export function reverseNameToIp(name: string): string | null {
+  const n = normalizeName(name);
+  if (n.endsWith('.in-addr.arpa')) {
+    const labels = n.slice(0, -'.in-addr.arpa'.length).split('.');
+    if (labels.length !== 4 || !labels.every((l) => /^(0|[1-9]\d{0,2})$/.test(l) && Number(l) <= 255)) {
+      return null;
+    }
+    return canonicalIp(labels.reverse().join('.'));
+  }
+  if (n.endsWith('.ip6.arpa')) {
+    const labels = n.slice(0, -'.ip6.arpa'.length).split('.');
+    if (labels.length !== 32 || !labels.every((l) => /^[0-9a-f]$/.test(l))) return null;
+    const hex = labels.reverse().join('');
+    const groups: string[] = [];
+    for (let i = 0; i < 32; i += 4) groups.push(hex.slice(i, i + 4));
+    const ip = parseIpStrict(groups.join(':'));
+    // An IPv4-mapped reverse name is not an IPv6 endpoint address; leave it to upstream.
+    return ip && ip.kind() === 'ipv6' ? ip.toString() : null;
+  }
+  return null;
+}
+
+/** The reverse-lookup name of an address (for tests and callers building PTR queries). */
+export function ipToReverseName(ip: string): string {
+  const p = parseIpStrict(ip);
+  if (!p) throw new Error(`not an IP address: ${ip}`);
+  const bytes = p.toByteArray();
+  if (p.kind() === 'ipv4') return `${bytes.reverse().join('.')}.in-addr.arpa`;
+  const hex = bytes.map((b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.split('').reverse().join('.')}.ip6.arpa`;
+}
+
+interface Found {
+  net: NetworkRecords;
+  addrs: NameAddrs;
+}
+
+/** Every (network, entry) in scope that knows `key`, exact names first, then `<name>.<network>`. */
+function findInScope(index: DnsIndex, scope: readonly string[], key: string): Found[] {
+  const out: Found[] = [];
+  for (const netName of scope) {
+    const net = index.networks.get(netName);
+    const e = net?.names.get(key);
+    if (net && e) out.push({ net, addrs: e });
+  }
+  // Docker also tries "a.b.c" as name "a.b" in network "c", then "a" in network "b.c".
+  for (let dot = key.lastIndexOf('.'); dot > 0; dot = key.lastIndexOf('.', dot - 1)) {
+    const netName = scopeNetworkByLowerName(scope, key.slice(dot + 1));
+    if (netName === undefined) continue;
+    const net = index.networks.get(netName);
+    const e = net?.names.get(key.slice(0, dot));
+    if (net && e) out.push({ net, addrs: e });
+  }
+  return out;
+}
+
+/** The scope network whose name matches `lower` case-insensitively. */
+function scopeNetworkByLowerName(scope: readonly string[], lower: string): string | undefined {
+  for (const n of scope) if (n.toLowerCase() === lower) return n;
+  return undefined;
+}
+
+/** Whether `key` names something on a network outside the scope (exact or network-qualified). */
+function knownElsewhere(index: DnsIndex, key: string): boolean {
+  if (index.allNames.has(key)) return true;
+  for (let dot = key.lastIndexOf('.'); dot > 0; dot = key.lastIndexOf('.', dot - 1)) {
+    const suffix = key.slice(dot + 1);
+    for (const net of index.networks.values()) {
+      if (net.name.toLowerCase() === suffix && net.names.has(key.slice(0, dot))) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * Resolves one question against the local records (Docker semantics, §6.2):
+ *
+ * - Scope: the querier's networks ({@link scopeFor}). Names match case-insensitively,
+ *   with or without a trailing dot, exactly or as `<name>.<network>`.
+ * - A/AAAA: every address of the asked family registered under the name on the first
+ *   network in scope that has any, deduplicated and rotated by `rotation` (default: a
+ *   module-wide counter, so successive calls round-robin). A name in scope with no
+ *   address of that family (or asked for another type, e.g. MX) → NOERROR, no records.
+ *   `ANY` returns both families.
+ * - PTR of an in-scope endpoint address → one PTR, the container name.
+ * - Names and addresses registered only on networks the querier does not share →
+ *   NXDOMAIN, so they never leak and are never sent upstream.
+ * - Everything else → forward.
+ */
+export function resolveLocal(
+  config: DnsConfig | DnsIndex,
+  query: LocalQuery,
+  opts: { rotation?: number } = {},
+): LocalResult {
+  const index = indexOf(config);
+  const key = normalizeName(query.name);
+  const type = String(query.type).toUpperCase();
+  const scope = scopeFor(index, query.source, query.network);
+  const rotation = opts.rotation ?? rotationCounter++;
+  if (rotationCounter > 0x3fffffff) rotationCounter = 0;
+  const answerName = query.name.endsWith('.') ? query.name.slice(0, -1) : query.name;
+
+  if (type === 'PTR') {
+    const ip = reverseNameToIp(key);
+    if (ip !== null) {
+      for (const netName of scope) {
+        const target = index.networks.get(netName)?.ptr.get(ip);
+        if (target !== undefined) {
+          return {
+            kind: 'answer',
+            records: [{ name: answerName, type: 'PTR', class: 'IN', ttl: index.ttl, data: target }],
+          };
+        }
+      }
+      return index.byIp.has(ip) ? { kind: 'nxdomain' } : { kind: 'forward' };
+    }
+  }
+
+  if (key === '') return { kind: 'forward' };
+  const found = findInScope(index, scope, key);
+  if (found.length === 0) return knownElsewhere(index, key) ? { kind: 'nxdomain' } : { kind: 'forward' };
+
+  const families: ('v4' | 'v6')[] =
+    type === 'A' ? ['v4'] : type === 'AAAA' ? ['v6'] : type === 'ANY' ? ['v4', 'v6'] : [];
+  const records: StringAnswer[] = [];
+  for (const fam of families) {
+    const hit = found.find((f) => f.addrs[fam].length > 0);
+    if (!hit) continue;
+    for (const ip of rotate(hit.addrs[fam], rotation)) {
+      records.push({
+        name: answerName,
+        type: fam === 'v4' ? 'A' : 'AAAA',
+        class: 'IN',
+        ttl: index.ttl,
+        data: ip,
+      });
+    }
+  }
+  return { kind: 'answer', records };
+}
