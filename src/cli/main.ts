@@ -293,7 +293,6 @@ export function buildProgram(): Command {
     .description("run a command in a container's namespace (with its resolv.conf and hosts)")
     .argument('<container>')
     .argument('<cmd...>', 'the command, after --')
-    .passThroughOptions()
     .action((c, argv, _o, cmd) => cmdExec(c, argv, globals(cmd)));
   const network = program.command('network').description('Docker-shaped network listing and inspection');
   network

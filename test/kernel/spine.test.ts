@@ -33,30 +33,33 @@ function addrOf(s: Sandbox, container: string, ifname = 'eth0'): string {
 
 describe('seed walkthrough on the kernel', () => {
   let s: Sandbox;
+  let before: { actions: any[] };
+  let after: any[];
   beforeAll(() => {
     s = Sandbox.create();
     s.write('seed.yaml', SEED);
+    before = planJson(s);
+    s.tetherOk('apply', '-f', s.manifests);
+    after = planJson(s).actions;
   });
   afterAll(() => s.teardown());
 
   it('plans the whole world from empty, then converges and re-plans empty', () => {
-    const before = planJson(s);
-    // 2 sysctl-free? no: ip_forward is 0 in a fresh namespace → 1 sysctl
-    // + 4 namespaces + 2 bridges + 2 bridge addresses + 5 veths + 5 addresses + 4 routes
-    // + nft table + elements (bridges ×2, masq4 ×2)
     const ops = (op: string) => before.actions.filter((a) => a.op === op).length;
-    expect(ops('sysctl.set')).toBe(1);
+    // sysctls: ip_forward + route_localnet on 2 bridges = 3
+    expect(ops('sysctl.set')).toBe(3);
     expect(ops('netns.create')).toBe(4);
     expect(ops('bridge.create')).toBe(2);
+    // alpine1, alpine2, alpine3, alpine4 ×2
     expect(ops('veth.create')).toBe(5);
+    // 2 gateway addresses + 5 container addresses
     expect(ops('addr.add')).toBe(2 + 5);
     expect(ops('route.add')).toBe(4);
     expect(ops('nft.table.create')).toBe(1);
-    expect(ops('nft.element.add')).toBe(4);
-    expect(before.actions.length).toBe(1 + 4 + 2 + 5 + 7 + 4 + 1 + 4);
-
-    s.tetherOk('apply', '-f', s.manifests);
-    expect(planJson(s).actions).toEqual([]);
+    // bridges ×2, samebridge ×2, subnets4 ×2, masq4 ×2
+    expect(ops('nft.element.add')).toBe(8);
+    expect(before.actions.length).toBe(3 + 4 + 2 + 5 + 7 + 4 + 1 + 8);
+    expect(after).toEqual([]);
   });
 
   it('gives Docker addresses: default bridge 172.17/16, alpine-net 172.18/16, lowest free first', () => {
