@@ -4,6 +4,7 @@
  * resolved manifests and the observed kernel (for MACs the kernel chose), and
  * recorded in the instance's state directory.
  */
+import { networkId } from '../model/names.js';
 import type { Resolved } from '../model/resolved.js';
 import type { KernelState } from '../model/state.js';
 
@@ -131,7 +132,7 @@ export function buildViews(r: Resolved, actual: KernelState, created: string): W
     }
     networks.push({
       Name: name,
-      Id: r.networks.bridge ? `${name}-${r.instance}`.padEnd(64, '0') : name,
+      Id: networkId(r.instance, name),
       Created: created,
       Scope: 'local',
       Driver: driver,
