@@ -2,9 +2,10 @@
  * Demo of the seed walkthrough (see manifests/README.md), in a sandbox: nothing of this
  * machine's own network is touched, and everything is removed at the end.
  */
-import { HOST_V4, Sandbox, UPLINK_V4 } from '../test/helpers/sandbox.js';
+
 import { cpSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { HOST_V4, Sandbox, UPLINK_V4 } from '../test/helpers/sandbox.js';
 
 const manifests = process.argv[2] ?? join(import.meta.dirname, '../manifests');
 const s = Sandbox.create({ uplink: true });
@@ -19,8 +20,11 @@ const say = (t = '') => process.stdout.write(`${t}\n`);
 const step = (t: string) => say(`\n\x1b[1m== ${t}\x1b[0m`);
 
 try {
-  for (const f of readdirSync(manifests).filter((x) => /\.ya?ml$/.test(x))) cpSync(join(manifests, f), join(s.manifests, f));
-  say(`sandbox: host namespace ${s.host}, uplink ${s.uplink} (the "internet", ${UPLINK_V4}), instance ${s.instance}`);
+  for (const f of readdirSync(manifests).filter((x) => /\.ya?ml$/.test(x)))
+    cpSync(join(manifests, f), join(s.manifests, f));
+  say(
+    `sandbox: host namespace ${s.host}, uplink ${s.uplink} (the "internet", ${UPLINK_V4}), instance ${s.instance}`,
+  );
   say(`tether runs as: nsenter --net=/run/netns/${s.host} bin/tether --instance ${s.instance} ...`);
 
   step('tether plan');
@@ -30,7 +34,12 @@ try {
   const t0 = performance.now();
   const applied = s.tetherOk('apply', '-f', s.manifests);
   const cold = performance.now() - t0;
-  say(applied.split('\n').filter((l) => l.startsWith('Applied')).join('\n'));
+  say(
+    applied
+      .split('\n')
+      .filter((l) => l.startsWith('Applied'))
+      .join('\n'),
+  );
   say(`cold apply, whole command: ${cold.toFixed(0)} ms`);
 
   step('tether plan (again: should be empty)');
@@ -58,7 +67,9 @@ try {
     const row = targets.map((t) => (s.ping(s.ns(from), t.ip) ? 'yes' : 'no ').padEnd(22)).join('');
     say(`${from.padEnd(w)}${row}${s.ping(s.ns(from), UPLINK_V4) ? 'yes' : 'no'}`);
   }
-  say(`(traffic to the uplink leaves masqueraded as the host's ${HOST_V4}: the uplink has no route to 172.x)`);
+  say(
+    `(traffic to the uplink leaves masqueraded as the host's ${HOST_V4}: the uplink has no route to 172.x)`,
+  );
 
   step('tether destroy');
   process.stdout.write(s.tetherOk('destroy'));

@@ -2,17 +2,18 @@
  * One reconcile, the same path for `plan`, `apply`, `destroy` and the daemon:
  * load → observe → resolve (IPAM) → desired → diff → safety checks → [apply → verify].
  */
+
+import { apply } from './apply/apply.js';
+import { desiredState } from './diff/desired.js';
+import { diff } from './diff/diff.js';
+import type { Action, Plan } from './diff/plan.js';
+import { HostNetlink } from './kernel/netlink.js';
 import { KernelError, SpecError, UsageError } from './model/errors.js';
 import { nftTableName } from './model/names.js';
 import type { Resolved } from './model/resolved.js';
 import type { Spec } from './model/spec.js';
 import { EMPTY_STATE, type KernelState } from './model/state.js';
-import { desiredState } from './diff/desired.js';
-import { diff } from './diff/diff.js';
-import type { Action, Plan } from './diff/plan.js';
-import { apply } from './apply/apply.js';
-import { HostNetlink } from './kernel/netlink.js';
-import { observe, type Observation } from './observe/observe.js';
+import { type Observation, observe } from './observe/observe.js';
 import { resolve } from './spec/ipam.js';
 
 export interface PlanResult {
@@ -35,7 +36,8 @@ export function openEngine(instance: string): Engine {
 
 function attachedOf(spec: Spec | undefined): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const c of Object.values(spec?.containers ?? {})) if (c.netns && c.mode !== 'host') out[c.name] = c.netns;
+  for (const c of Object.values(spec?.containers ?? {}))
+    if (c.netns && c.mode !== 'host') out[c.name] = c.netns;
   return out;
 }
 
@@ -55,17 +57,25 @@ export function checkClashes(plan: Plan, obs: Observation, table: string): void 
   const host = new Set(obs.foreign.hostLinks);
   for (const a of plan.actions) {
     if ((a.op === 'bridge.create' || a.op === 'veth.create') && host.has(a.name)) {
-      problems.push(`interface ${a.name} already exists on the host and is not tether's (wanted for ${a.op === 'bridge.create' ? `network ${a.network}` : `container ${a.container}`})`);
+      problems.push(
+        `interface ${a.name} already exists on the host and is not tether's (wanted for ${a.op === 'bridge.create' ? `network ${a.network}` : `container ${a.container}`})`,
+      );
     }
     if (a.op === 'veth.create' && obs.foreign.nsLinks[a.container]?.includes(a.peer)) {
-      problems.push(`interface ${a.peer} already exists in the namespace of container ${a.container} and is not tether's`);
+      problems.push(
+        `interface ${a.peer} already exists in the namespace of container ${a.container} and is not tether's`,
+      );
     }
     if (a.op === 'netns.create' && obs.foreign.netns.includes(a.name)) {
-      problems.push(`namespace ${a.name} already exists and is not tether's (wanted for container ${a.container})`);
+      problems.push(
+        `namespace ${a.name} already exists and is not tether's (wanted for container ${a.container})`,
+      );
     }
   }
   if (obs.state.nft.skeleton?.startsWith('skeleton-none')) {
-    problems.push(`nftables table inet ${table} exists and was not made by tether (it has no skeleton marker chain)`);
+    problems.push(
+      `nftables table inet ${table} exists and was not made by tether (it has no skeleton marker chain)`,
+    );
   }
   if (problems.length) throw new KernelError('name clash', problems.join('\n'), 'exists');
 }
@@ -97,7 +107,11 @@ export interface ApplyOutcome extends PlanResult {
   readonly residual: Plan;
 }
 
-export async function applyPlan(engine: Engine, spec: Spec | undefined, opts: { pruneAll?: boolean } = {}): Promise<ApplyOutcome> {
+export async function applyPlan(
+  engine: Engine,
+  spec: Spec | undefined,
+  opts: { pruneAll?: boolean } = {},
+): Promise<ApplyOutcome> {
   const first = await makePlan(engine, spec);
   if (spec && !opts.pruneAll) {
     const refusal = massDeletion(first.plan, first.observation.state);

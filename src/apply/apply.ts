@@ -12,8 +12,7 @@
  * The first failing phase stops the run with a KernelError naming the action; the
  * next reconcile starts from a fresh observation.
  */
-import { KernelError } from '../model/errors.js';
-import { epAlias, netAlias, nsAlias } from '../model/names.js';
+
 import type { Action, Plan } from '../diff/plan.js';
 import { BRIDGE_FAMILY, elementJson, FAMILY, SETS, skeletonCommands } from '../firewall/rules.js';
 import { mapLimit } from '../kernel/exec.js';
@@ -21,6 +20,8 @@ import type { HostNetlink } from '../kernel/netlink.js';
 import { batchNs, createNetns, deleteNetns, q } from '../kernel/netns.js';
 import { type NftCommand, nftRun } from '../kernel/nft.js';
 import { writeSysctl } from '../kernel/sysctl.js';
+import { KernelError } from '../model/errors.js';
+import { epAlias, netAlias, nsAlias } from '../model/names.js';
 
 export interface ApplyContext {
   readonly instance: string;
@@ -62,7 +63,8 @@ function linkLine(name: string, c: { mtu?: number; mac?: string; up?: boolean })
 export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise<ApplyResult> {
   const acts = plan.actions;
   let writes = 0;
-  const of = <K extends Action['op']>(...ops: K[]) => acts.filter((a): a is Of<K> => (ops as string[]).includes(a.op));
+  const of = <K extends Action['op']>(...ops: K[]) =>
+    acts.filter((a): a is Of<K> => (ops as string[]).includes(a.op));
 
   // 1. container-side removals
   const pre = new Map<string, string[]>();
@@ -104,7 +106,11 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
 
   // 5. host creations and changes
   const hostActs = acts.filter(
-    (a) => a.op === 'bridge.create' || (a.op === 'addr.add' && !a.nsPath) || (a.op === 'link.set' && !a.nsPath) || a.op === 'veth.create',
+    (a) =>
+      a.op === 'bridge.create' ||
+      (a.op === 'addr.add' && !a.nsPath) ||
+      (a.op === 'link.set' && !a.nsPath) ||
+      a.op === 'veth.create',
   );
   for (const a of hostActs) {
     try {
@@ -126,7 +132,11 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
         if (a.master && master === undefined) throw new KernelError(a.op, `bridge ${a.master} not found`);
         await nl.setLink(a.name, { master, alias: epAlias(instance, a.container, a.network), up: true });
         writes += 2;
-        push(post, a.nsPath, `link set dev ${q(a.peer)} alias ${q(epAlias(instance, a.container, a.network))}`);
+        push(
+          post,
+          a.nsPath,
+          `link set dev ${q(a.peer)} alias ${q(epAlias(instance, a.container, a.network))}`,
+        );
         push(post, a.nsPath, `link set dev ${q(a.peer)} up`);
       }
     } catch (e) {
@@ -145,13 +155,22 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     if (a.op === 'link.set' && a.nsPath) push(post, a.nsPath, linkLine(a.name, a.change));
     else if (a.op === 'addr.add' && a.nsPath)
       push(post, a.nsPath, `addr add ${a.cidr} dev ${q(a.dev)}${a.cidr.includes(':') ? ' nodad' : ''}`);
-    else if (a.op === 'route.add') push(post, a.nsPath, `${a.family === 6 ? '-6 ' : ''}route replace default via ${a.via} dev ${q(a.dev)}`.replace(/^-6 /, ''));
+    else if (a.op === 'route.add')
+      push(
+        post,
+        a.nsPath,
+        `${a.family === 6 ? '-6 ' : ''}route replace default via ${a.via} dev ${q(a.dev)}`.replace(
+          /^-6 /,
+          '',
+        ),
+      );
   }
   writes += await runBatches(post);
 
   // 7. nftables, one transaction
   const tx = nftTransaction(acts);
-  if (process.env.TETHER_DUMP_NFT) (await import("node:fs")).writeFileSync(process.env.TETHER_DUMP_NFT, JSON.stringify({ nftables: tx }));
+  if (process.env.TETHER_DUMP_NFT)
+    (await import('node:fs')).writeFileSync(process.env.TETHER_DUMP_NFT, JSON.stringify({ nftables: tx }));
   await nftRun(tx);
   writes += tx.length;
   return { writes };
@@ -164,12 +183,18 @@ export function nftTransaction(acts: readonly Action[]): NftCommand[] {
     if (a.op === 'nft.table.delete') {
       // add-then-delete: deleting a table that is already gone would fail the transaction
       for (const family of [FAMILY, BRIDGE_FAMILY]) {
-        tx.push({ add: { table: { family, name: a.table } } }, { delete: { table: { family, name: a.table } } });
+        tx.push(
+          { add: { table: { family, name: a.table } } },
+          { delete: { table: { family, name: a.table } } },
+        );
       }
     } else if (a.op === 'nft.table.create' || a.op === 'nft.table.replace') {
       // add + delete + add in one batch is an atomic replace (KERNEL-NOTES)
       for (const family of [FAMILY, BRIDGE_FAMILY]) {
-        tx.push({ add: { table: { family, name: a.table } } }, { delete: { table: { family, name: a.table } } });
+        tx.push(
+          { add: { table: { family, name: a.table } } },
+          { delete: { table: { family, name: a.table } } },
+        );
       }
       tx.push(...skeletonCommands(a.table));
     }
@@ -187,7 +212,9 @@ export function nftTransaction(acts: readonly Action[]): NftCommand[] {
   for (const g of ordered) {
     const family = SETS.find((s) => s.name === g.set)?.family ?? FAMILY;
     tx.push({
-      [g.verb]: { element: { family, table: g.table, name: g.set, elem: g.keys.map((k) => elementJson(g.set, k)) } },
+      [g.verb]: {
+        element: { family, table: g.table, name: g.set, elem: g.keys.map((k) => elementJson(g.set, k)) },
+      },
     });
   }
   return tx;

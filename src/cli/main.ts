@@ -2,18 +2,19 @@
  * tether's command line. Exit codes: 0 success, 1 runtime failure, 2 bad input or usage.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
-import { join, resolve as resolvePath } from 'node:path';
+import { existsSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { renderJson, renderText } from '../diff/render.js';
+import { applyPlan, type Engine, makePlan, openEngine } from '../engine.js';
+import { run } from '../kernel/exec.js';
+import { nftVersion } from '../kernel/nft.js';
 import { formatProblem, KernelError, SpecError, UsageError } from '../model/errors.js';
 import { INSTANCE_RE, netnsName } from '../model/names.js';
 import type { Spec } from '../model/spec.js';
-import { renderJson, renderText } from '../diff/render.js';
-import { applyPlan, makePlan, openEngine, type Engine } from '../engine.js';
-import { run } from '../kernel/exec.js';
-import { nftVersion } from '../kernel/nft.js';
 import { loadSpec } from '../spec/load.js';
-import { readJson, stateDir, withLock, writeJson } from '../state/store.js';
+import { clearLastApply, type LastApply, readLastApply, recordApply } from '../state/record.js';
+import { withLock } from '../state/store.js';
 import { buildViews, type WorldView } from './views.js';
 
 const VERSION = '0.1.0';
@@ -21,18 +22,6 @@ const VERSION = '0.1.0';
 interface Globals {
   instance: string;
 }
-
-interface LastApply {
-  time: string;
-  source: { path: string; files: { path: string; sha256: string }[] };
-  actions: number;
-  writes: number;
-  durationMs: number;
-  converged: boolean;
-  view: WorldView;
-}
-
-const lastApplyFile = (instance: string) => join(stateDir(instance), 'last-apply.json');
 
 function out(s: string) {
   process.stdout.write(s);
@@ -46,9 +35,9 @@ async function requirements(): Promise<void> {
   const missing: string[] = [];
   if (process.getuid?.() !== 0) missing.push('root (tether changes network interfaces and nftables)');
   const ip = await run('ip', ['-V']).catch(() => undefined);
-  if (!ip || ip.code !== 0) missing.push('iproute2 (the `ip` command): apt-get install iproute2');
+  if (ip?.code !== 0) missing.push('iproute2 (the `ip` command): apt-get install iproute2');
   const ns = await run('nsenter', ['--version']).catch(() => undefined);
-  if (!ns || ns.code !== 0) missing.push('nsenter (util-linux)');
+  if (ns?.code !== 0) missing.push('nsenter (util-linux)');
   const v = await nftVersion();
   if (!v) missing.push('nftables 1.0.6 or newer (the `nft` command): apt-get install nftables');
   else {
@@ -61,7 +50,9 @@ async function requirements(): Promise<void> {
 function globals(cmd: Command): Globals {
   const o = cmd.optsWithGlobals() as { instance: string };
   if (!INSTANCE_RE.test(o.instance)) {
-    throw new UsageError(`invalid --instance '${o.instance}': use 1-14 characters of a-z, 0-9, '_' and '-', starting with a letter`);
+    throw new UsageError(
+      `invalid --instance '${o.instance}': use 1-14 characters of a-z, 0-9, '_' and '-', starting with a letter`,
+    );
   }
   return { instance: o.instance };
 }
@@ -77,7 +68,8 @@ async function withEngine<T>(g: Globals, fn: (e: Engine) => Promise<T>): Promise
 }
 
 function printWarnings(spec: Spec) {
-  for (const w of spec.warnings) warn(`warning: ${w.src ? `${w.src.file}:${w.src.line}:${w.src.col}: ` : ''}${w.message}`);
+  for (const w of spec.warnings)
+    warn(`warning: ${w.src ? `${w.src.file}:${w.src.line}:${w.src.col}: ` : ''}${w.message}`);
 }
 
 async function cmdPlan(file: string, opts: { json?: boolean }, g: Globals) {
@@ -98,24 +90,20 @@ async function cmdApply(file: string, opts: { json?: boolean; pruneAll?: boolean
       const r = await applyPlan(e, spec, { pruneAll: opts.pruneAll });
       const durationMs = Math.round(performance.now() - t0);
       const converged = r.residual.actions.length === 0;
-      const after = await makePlan(e, spec);
-      const record: LastApply = {
-        time: new Date().toISOString(),
-        source: { path: resolvePath(file), files: [...spec.files] },
-        actions: r.plan.actions.length,
-        writes: r.writes,
-        durationMs,
-        converged,
-        view: buildViews(after.resolved!, after.observation.state, new Date().toISOString()),
-      };
-      writeJson(lastApplyFile(g.instance), record);
-      if (opts.json) out(`${JSON.stringify({ actions: r.plan.actions, writes: r.writes, durationMs, converged, residual: r.residual.actions }, null, 2)}\n`);
+      await recordApply(e, spec, r, { path: resolvePath(file) }, durationMs);
+      if (opts.json)
+        out(
+          `${JSON.stringify({ actions: r.plan.actions, writes: r.writes, durationMs, converged, residual: r.residual.actions }, null, 2)}\n`,
+        );
       else {
         out(r.plan.actions.length ? renderText(r.plan) : 'No changes. The kernel matches the manifests.\n');
-        if (r.plan.actions.length) out(`Applied ${r.plan.actions.length} actions (${r.writes} kernel writes) in ${durationMs} ms.\n`);
+        if (r.plan.actions.length)
+          out(`Applied ${r.plan.actions.length} actions (${r.writes} kernel writes) in ${durationMs} ms.\n`);
       }
       if (!converged) {
-        warn(`not converged: ${r.residual.actions.length} actions remain after apply:\n${renderText(r.residual)}`);
+        warn(
+          `not converged: ${r.residual.actions.length} actions remain after apply:\n${renderText(r.residual)}`,
+        );
         process.exitCode = 1;
       }
     }),
@@ -126,7 +114,7 @@ async function cmdDestroy(opts: { json?: boolean }, g: Globals) {
   await withEngine(g, (e) =>
     withLock(g.instance, async () => {
       const r = await applyPlan(e, undefined);
-      rmSync(lastApplyFile(g.instance), { force: true });
+      clearLastApply(g.instance);
       if (opts.json) out(renderJson(r.plan));
       else out(r.plan.actions.length ? `${renderText(r.plan)}Destroyed.\n` : 'Nothing to destroy.\n');
       if (r.residual.actions.length) {
@@ -138,7 +126,7 @@ async function cmdDestroy(opts: { json?: boolean }, g: Globals) {
 }
 
 function lastApply(g: Globals): LastApply | undefined {
-  return readJson<LastApply>(lastApplyFile(g.instance));
+  return readLastApply(g.instance);
 }
 
 /** The world view: fresh from `-f` manifests and the kernel, else the last apply's record. */
@@ -151,18 +139,33 @@ async function worldView(g: Globals, file?: string): Promise<WorldView> {
     });
   }
   const last = lastApply(g);
-  if (!last) throw new UsageError(`instance '${g.instance}' has applied nothing yet; run \`tether apply -f PATH\` or pass -f`);
+  if (!last)
+    throw new UsageError(
+      `instance '${g.instance}' has applied nothing yet; run \`tether apply -f PATH\` or pass -f`,
+    );
   return last.view;
 }
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return `${rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n')}\n`;
+  return `${rows
+    .map((r) =>
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3)))
+        .join('')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
 }
 
 async function cmdNetworkLs(opts: { file?: string }, g: Globals) {
   const v = await worldView(g, opts.file);
-  out(table([['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE'], ...v.networks.map((n) => [n.Id.slice(0, 12), n.Name, n.Driver, n.Scope])]));
+  out(
+    table([
+      ['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE'],
+      ...v.networks.map((n) => [n.Id.slice(0, 12), n.Name, n.Driver, n.Scope]),
+    ]),
+  );
 }
 
 async function cmdNetworkInspect(names: string[], opts: { file?: string }, g: Globals) {
@@ -181,11 +184,19 @@ async function cmdContainerLs(opts: { file?: string }, g: Globals) {
   const rows = [['NAME', 'NETWORKS', 'IP ADDRESSES', 'PORTS', 'NAMESPACE']];
   for (const c of v.containers) {
     const nets = Object.keys(c.NetworkSettings.Networks);
-    const ips = Object.values(c.NetworkSettings.Networks).flatMap((e) => [e.IPAddress, e.GlobalIPv6Address].filter(Boolean));
+    const ips = Object.values(c.NetworkSettings.Networks).flatMap((e) =>
+      [e.IPAddress, e.GlobalIPv6Address].filter(Boolean),
+    );
     const ports = Object.entries(c.NetworkSettings.Ports).flatMap(([k, bs]) =>
       bs ? bs.map((b) => `${b.HostIp.includes(':') ? `[${b.HostIp}]` : b.HostIp}:${b.HostPort}->${k}`) : [k],
     );
-    rows.push([c.Name.slice(1), nets.join(','), ips.join(',') || '-', ports.join(', ') || '-', c.NetworkSettings.SandboxKey || '(host)']);
+    rows.push([
+      c.Name.slice(1),
+      nets.join(','),
+      ips.join(',') || '-',
+      ports.join(', ') || '-',
+      c.NetworkSettings.SandboxKey || '(host)',
+    ]);
   }
   out(table(rows));
 }
@@ -218,7 +229,16 @@ async function cmdStatus(opts: { json?: boolean }, g: Globals) {
     daemon: null as null | string,
     converged: drift === 0,
     pendingActions: drift ?? null,
-    lastApply: last ? { time: last.time, source: last.source, actions: last.actions, writes: last.writes, durationMs: last.durationMs, converged: last.converged } : null,
+    lastApply: last
+      ? {
+          time: last.time,
+          source: last.source,
+          actions: last.actions,
+          writes: last.writes,
+          durationMs: last.durationMs,
+          converged: last.converged,
+        }
+      : null,
     error: error ?? null,
   };
   if (opts.json) {
@@ -232,7 +252,10 @@ async function cmdStatus(opts: { json?: boolean }, g: Globals) {
   }
   out(`last apply: ${last.time} from ${last.source.path} (${last.actions} actions, ${last.durationMs} ms)\n`);
   if (error) out(`error:      ${error}\n`);
-  else out(`state:      ${drift === 0 ? 'converged' : `${drift} actions pending (drift or changed manifests)`}\n`);
+  else
+    out(
+      `state:      ${drift === 0 ? 'converged' : `${drift} actions pending (drift or changed manifests)`}\n`,
+    );
 }
 
 async function cmdExec(container: string, argv: string[], g: Globals) {
@@ -243,7 +266,8 @@ async function cmdExec(container: string, argv: string[], g: Globals) {
   let cmd: string[];
   if (c && c.HostConfig.NetworkMode === 'host') cmd = argv;
   else if (existsSync(`/run/netns/${named}`)) cmd = ['ip', 'netns', 'exec', named, ...argv];
-  else if (c?.NetworkSettings.SandboxKey) cmd = ['nsenter', `--net=${c.NetworkSettings.SandboxKey}`, '--', ...argv];
+  else if (c?.NetworkSettings.SandboxKey)
+    cmd = ['nsenter', `--net=${c.NetworkSettings.SandboxKey}`, '--', ...argv];
   else throw new UsageError(`no such container: ${container} (instance '${g.instance}')`);
   const child = spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit' });
   const code: number = await new Promise((res) => {
@@ -260,10 +284,18 @@ export function buildProgram(): Command {
         'isolation) from Compose-style YAML, made real in the network namespace tether runs in.',
     )
     .version(VERSION)
-    .addOption(new Option('--instance <name>', 'instance name: scopes namespaces, state, lock and nft table').default('tether').env('TETHER_INSTANCE'))
+    .addOption(
+      new Option('--instance <name>', 'instance name: scopes namespaces, state, lock and nft table')
+        .default('tether')
+        .env('TETHER_INSTANCE'),
+    )
     .showHelpAfterError()
     .exitOverride();
-  const fileOpt = () => new Option('-f, --file <path>', 'a manifest file, or a directory of *.yaml/*.yml (sorted, merged)').makeOptionMandatory();
+  const fileOpt = () =>
+    new Option(
+      '-f, --file <path>',
+      'a manifest file, or a directory of *.yaml/*.yml (sorted, merged)',
+    ).makeOptionMandatory();
 
   program
     .command('plan')
@@ -306,7 +338,9 @@ export function buildProgram(): Command {
     .argument('<name...>')
     .option('-f, --file <path>', 'resolve from these manifests instead of the last apply')
     .action((names, o, cmd) => cmdNetworkInspect(names, o, globals(cmd)));
-  const container = program.command('container').description('Docker-shaped container listing and inspection');
+  const container = program
+    .command('container')
+    .description('Docker-shaped container listing and inspection');
   container
     .command('ls')
     .description('list containers with networks, addresses and published ports')
@@ -328,11 +362,14 @@ export async function main(argv: string[]): Promise<number> {
     return Number(process.exitCode ?? 0);
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0) return 0;
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0)
+        return 0;
       return 2;
     }
     if (e instanceof SpecError) {
-      warn(`error: the manifests are invalid; nothing was changed:\n${e.problems.map((p) => `  ${formatProblem(p)}`).join('\n')}`);
+      warn(
+        `error: the manifests are invalid; nothing was changed:\n${e.problems.map((p) => `  ${formatProblem(p)}`).join('\n')}`,
+      );
       return 2;
     }
     if (e instanceof UsageError) {

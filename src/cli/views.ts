@@ -22,7 +22,10 @@ export interface NetworkView {
   Ingress: boolean;
   ConfigFrom: { Network: string };
   ConfigOnly: boolean;
-  Containers: Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }>;
+  Containers: Record<
+    string,
+    { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address: string }
+  >;
   Options: Record<string, string>;
   Labels: Record<string, string>;
 }
@@ -62,7 +65,8 @@ export interface WorldView {
   containers: ContainerView[];
 }
 
-const endpointId = (cid: string, net: string) => `${cid.slice(0, 32)}${net.length.toString(16).padStart(2, '0')}${cid.slice(34)}`;
+const endpointId = (cid: string, net: string) =>
+  `${cid.slice(0, 32)}${net.length.toString(16).padStart(2, '0')}${cid.slice(34)}`;
 
 export function buildViews(r: Resolved, actual: KernelState, created: string): WorldView {
   const macOf = (container: string, ifname: string) => actual.namespaces[container]?.links[ifname]?.mac ?? '';
@@ -128,7 +132,14 @@ export function buildViews(r: Resolved, actual: KernelState, created: string): W
   ] as const) {
     const members: NetworkView['Containers'] = {};
     for (const c of Object.values(r.containers)) {
-      if (c.mode === name) members[c.id] = { Name: c.name, EndpointID: endpointId(c.id, name), MacAddress: '', IPv4Address: '', IPv6Address: '' };
+      if (c.mode === name)
+        members[c.id] = {
+          Name: c.name,
+          EndpointID: endpointId(c.id, name),
+          MacAddress: '',
+          IPv4Address: '',
+          IPv6Address: '',
+        };
     }
     networks.push({
       Name: name,
@@ -157,9 +168,14 @@ export function buildViews(r: Resolved, actual: KernelState, created: string): W
       const n = r.networks[e.network]!;
       const spec = c.spec.networks.find((a) => a.network === e.network);
       nets[e.network] = {
-        IPAMConfig: spec?.ipv4Address || spec?.ipv6Address ? { IPv4Address: spec.ipv4Address, IPv6Address: spec.ipv6Address } : null,
+        IPAMConfig:
+          spec?.ipv4Address || spec?.ipv6Address
+            ? { IPv4Address: spec.ipv4Address, IPv6Address: spec.ipv6Address }
+            : null,
         Aliases: [...e.aliases],
-        DNSNames: n.spec.isDefault ? null : [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])],
+        DNSNames: n.spec.isDefault
+          ? null
+          : [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])],
         MacAddress: macOf(c.name, e.ifname),
         NetworkID: n.id,
         EndpointID: endpointId(c.id, e.network),

@@ -1,9 +1,17 @@
 /** The desired KernelState, derived from the resolved world. Pure. */
+
+import { desiredSets } from '../firewall/elements.js';
+import { skeletonFingerprint } from '../firewall/rules.js';
 import { addrOf } from '../model/ip.js';
 import type { Resolved } from '../model/resolved.js';
-import type { BridgeState, ContainerLinkState, KernelState, NamespaceState, RouteState, VethState } from '../model/state.js';
-import { skeletonFingerprint } from '../firewall/rules.js';
-import { desiredSets } from '../firewall/elements.js';
+import type {
+  BridgeState,
+  ContainerLinkState,
+  KernelState,
+  NamespaceState,
+  RouteState,
+  VethState,
+} from '../model/state.js';
 
 /** Networks whose bridge exists: every user-defined one, and the default bridge when used. */
 export function usedNetworks(r: Resolved): Set<string> {
@@ -46,9 +54,18 @@ export function desiredState(r: Resolved): KernelState {
       const addrs: string[] = [];
       if (e.ipv4) addrs.push(`${e.ipv4}/${e.prefix4}`);
       if (e.ipv6) addrs.push(`${e.ipv6}/${e.prefix6}`);
-      links[e.ifname] = { name: e.ifname, network: e.network, mac: e.mac, mtu: net.spec.mtu, addrs: addrs.sort(), up: true };
-      if (e.isGateway4 && net.v4?.routeVia) routes.push({ family: 4, dst: 'default', via: net.v4.routeVia, dev: e.ifname });
-      if (e.isGateway6 && net.v6?.routeVia) routes.push({ family: 6, dst: 'default', via: net.v6.routeVia, dev: e.ifname });
+      links[e.ifname] = {
+        name: e.ifname,
+        network: e.network,
+        mac: e.mac,
+        mtu: net.spec.mtu,
+        addrs: addrs.sort(),
+        up: true,
+      };
+      if (e.isGateway4 && net.v4?.routeVia)
+        routes.push({ family: 4, dst: 'default', via: net.v4.routeVia, dev: e.ifname });
+      if (e.isGateway6 && net.v6?.routeVia)
+        routes.push({ family: 6, dst: 'default', via: net.v6.routeVia, dev: e.ifname });
     }
     namespaces[c.name] = {
       container: c.name,
@@ -65,14 +82,17 @@ export function desiredState(r: Resolved): KernelState {
   // Host processes reach 127.0.0.1-bound published ports through OUTPUT DNAT, which needs
   // route_localnet on the bridge the DNAT'd packet leaves by (Docker does the same without
   // its userland proxy).
-  for (const b of Object.values(bridges)) if (b.addrs.some((a) => !a.includes(':'))) sysctls[`net.ipv4.conf.${b.name}.route_localnet`] = '1';
+  for (const b of Object.values(bridges))
+    if (b.addrs.some((a) => !a.includes(':'))) sysctls[`net.ipv4.conf.${b.name}.route_localnet`] = '1';
   const any = Object.keys(bridges).length > 0;
   return {
     bridges,
     veths,
     namespaces,
     sysctls,
-    nft: any ? { skeleton: skeletonFingerprint(), sets: desiredSets(r, new Set(Object.keys(bridges))) } : { sets: {} },
+    nft: any
+      ? { skeleton: skeletonFingerprint(), sets: desiredSets(r, new Set(Object.keys(bridges))) }
+      : { sets: {} },
   };
 }
 

@@ -33,7 +33,8 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     const peerNow = ans && Object.values(ans.links).find((l) => l.network === a.network);
     const dns = desired.namespaces[a.container];
     const peerWant = dns && Object.values(dns.links).find((l) => l.network === a.network);
-    const recreate = d && (!peerNow || !peerWant || peerNow.name !== peerWant.name || dyingNs.has(a.container));
+    const recreate =
+      d && (!peerNow || !peerWant || peerNow.name !== peerWant.name || dyingNs.has(a.container));
     if (!d || recreate) {
       dyingVeth.add(v);
       // Also for a dying namespace: the kernel frees a deleted namespace's interfaces
@@ -51,12 +52,14 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     for (const r of a.routes) {
       const keep = d.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
       const linkDying = isLinkDying(a, r.dev, dyingVeth, actual);
-      if (!keep && !linkDying) del.push({ op: 'route.del', container: c, nsPath: a.path, family: r.family, via: r.via, dev: r.dev });
+      if (!keep && !linkDying)
+        del.push({ op: 'route.del', container: c, nsPath: a.path, family: r.family, via: r.via, dev: r.dev });
     }
     for (const name of keys(a.links)) {
       const dl = d.links[name];
       if (!dl || isLinkDying(a, name, dyingVeth, actual)) continue;
-      for (const cidr of minus(a.links[name]!.addrs, dl.addrs)) del.push({ op: 'addr.del', container: c, nsPath: a.path, dev: name, cidr });
+      for (const cidr of minus(a.links[name]!.addrs, dl.addrs))
+        del.push({ op: 'addr.del', container: c, nsPath: a.path, dev: name, cidr });
     }
   }
 
@@ -75,12 +78,14 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   // Creations and updates.
   for (const k of keys(desired.sysctls)) {
     const want = desired.sysctls[k]!;
-    if (actual.sysctls[k] !== want) add.push({ op: 'sysctl.set', key: k, value: want, from: actual.sysctls[k] });
+    if (actual.sysctls[k] !== want)
+      add.push({ op: 'sysctl.set', key: k, value: want, from: actual.sysctls[k] });
   }
   for (const c of keys(desired.namespaces)) {
     const d = desired.namespaces[c]!;
     if (d.attached || !d.netnsName) continue;
-    if (!actual.namespaces[c] || dyingNs.has(c)) add.push({ op: 'netns.create', container: c, name: d.netnsName });
+    if (!actual.namespaces[c] || dyingNs.has(c))
+      add.push({ op: 'netns.create', container: c, name: d.netnsName });
   }
   for (const b of keys(desired.bridges)) {
     const d = desired.bridges[b]!;
@@ -133,14 +138,23 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
         if (dl.mac && dl.mac !== al.mac) change.mac = dl.mac;
         if (dl.mtu !== undefined && dl.mtu !== al.mtu) change.mtu = dl.mtu;
         if (!al.up) change.up = true;
-        if (Object.keys(change).length) add.push({ op: 'link.set', container: c, nsPath: d.path, name, change });
+        if (Object.keys(change).length)
+          add.push({ op: 'link.set', container: c, nsPath: d.path, name, change });
       }
-      for (const cidr of al ? minus(dl.addrs, al.addrs) : dl.addrs) add.push({ op: 'addr.add', container: c, nsPath: d.path, dev: name, cidr });
+      for (const cidr of al ? minus(dl.addrs, al.addrs) : dl.addrs)
+        add.push({ op: 'addr.add', container: c, nsPath: d.path, dev: name, cidr });
     }
     for (const r of d.routes) {
-      const fresh = !a || !a.links[r.dev] || dyingVeth.has(Object.values(desired.veths).find((v) => v.container === c && v.network === d.links[r.dev]?.network)?.name ?? '');
-      const have = !fresh && a!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
-      if (!have) add.push({ op: 'route.add', container: c, nsPath: d.path, family: r.family, via: r.via, dev: r.dev });
+      const fresh =
+        !a?.links[r.dev] ||
+        dyingVeth.has(
+          Object.values(desired.veths).find((v) => v.container === c && v.network === d.links[r.dev]?.network)
+            ?.name ?? '',
+        );
+      const have =
+        !fresh && a!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
+      if (!have)
+        add.push({ op: 'route.add', container: c, nsPath: d.path, family: r.family, via: r.via, dev: r.dev });
     }
   }
 
@@ -165,7 +179,14 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   return { actions: [...del, ...add, ...nft] };
 }
 
-function isLinkDying(a: NamespaceState, dev: string, dyingVeth: ReadonlySet<string>, actual: KernelState): boolean {
+function isLinkDying(
+  a: NamespaceState,
+  dev: string,
+  dyingVeth: ReadonlySet<string>,
+  actual: KernelState,
+): boolean {
   const net = a.links[dev]?.network;
-  return Object.values(actual.veths).some((v) => v.container === a.container && v.network === net && dyingVeth.has(v.name));
+  return Object.values(actual.veths).some(
+    (v) => v.container === a.container && v.network === net && dyingVeth.has(v.name),
+  );
 }

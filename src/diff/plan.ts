@@ -9,11 +9,28 @@ export type Action =
   | { op: 'netns.delete'; container: string; name: string }
   | { op: 'bridge.create'; network: string; name: string; mtu?: number }
   | { op: 'bridge.delete'; network: string; name: string }
-  | { op: 'veth.create'; container: string; network: string; name: string; peer: string; nsPath: string; master?: string; mtu?: number; mac?: string }
+  | {
+      op: 'veth.create';
+      container: string;
+      network: string;
+      name: string;
+      peer: string;
+      nsPath: string;
+      master?: string;
+      mtu?: number;
+      mac?: string;
+    }
   | { op: 'veth.delete'; container: string; network: string; name: string }
   | { op: 'link.set'; container?: string; nsPath?: string; name: string; change: LinkChange }
   | { op: 'addr.add' | 'addr.del'; container?: string; nsPath?: string; dev: string; cidr: string }
-  | { op: 'route.add' | 'route.del'; container: string; nsPath: string; family: 4 | 6; via: string; dev: string }
+  | {
+      op: 'route.add' | 'route.del';
+      container: string;
+      nsPath: string;
+      family: 4 | 6;
+      via: string;
+      dev: string;
+    }
   | { op: 'nft.table.create' | 'nft.table.replace' | 'nft.table.delete'; table: string }
   | { op: 'nft.element.add' | 'nft.element.delete'; table: string; set: string; key: string };
 

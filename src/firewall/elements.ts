@@ -17,7 +17,8 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
     add('bridges', n.bridge);
     add('samebridge', `${n.bridge} . ${n.bridge}`);
     if (s.internal) add('internal', n.bridge);
-    if (!s.internal && (s.gatewayModeV4 === 'nat-unprotected' || s.gatewayModeV6 === 'nat-unprotected')) add('unprotected', n.bridge);
+    if (!s.internal && (s.gatewayModeV4 === 'nat-unprotected' || s.gatewayModeV6 === 'nat-unprotected'))
+      add('unprotected', n.bridge);
     for (const [v, fc, mode, hostIp] of [
       ['4', n.v4, s.gatewayModeV4, s.hostIpv4],
       ['6', n.v6, s.gatewayModeV6, s.hostIpv6],
@@ -44,7 +45,9 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
       }
       if (!p.hostPort) continue;
       const any = p.hostIp === '0.0.0.0' || p.hostIp === '::';
-      const key = any ? `${p.protocol} . ${p.hostPort}` : `${canonicalIp(p.hostIp)} . ${p.protocol} . ${p.hostPort}`;
+      const key = any
+        ? `${p.protocol} . ${p.hostPort}`
+        : `${canonicalIp(p.hostIp)} . ${p.protocol} . ${p.hostPort}`;
       const map = any ? `dnatany${v}` : `dnat${v}`;
       add(`${map}_addr`, `${key} : ${cip}`);
       add(`${map}_port`, `${key} : ${p.containerPort}`);

@@ -49,9 +49,10 @@
  * br_netfilter). It matches bridge ports, not `meta ibrname`: kernels built without
  * CONFIG_NFT_BRIDGE_META (this one) reject ibrname with EOPNOTSUPP.
  */
+
+import type { NftCommand } from '../kernel/nft.js';
 import { sha256hex } from '../model/names.js';
 import type { NftState } from '../model/state.js';
-import type { NftCommand } from '../kernel/nft.js';
 
 export const FAMILY = 'inet';
 export const BRIDGE_FAMILY = 'bridge';
@@ -68,7 +69,12 @@ export interface SetDef {
   readonly interval?: boolean;
 }
 
-const set = (name: string, key: NftType[], extra: Partial<SetDef> = {}): SetDef => ({ name, family: 'inet', key, ...extra });
+const set = (name: string, key: NftType[], extra: Partial<SetDef> = {}): SetDef => ({
+  name,
+  family: 'inet',
+  key,
+  ...extra,
+});
 const A4: NftType = 'ipv4_addr';
 const A6: NftType = 'ipv6_addr';
 const PP: NftType[] = ['inet_proto', 'inet_service'];
@@ -118,7 +124,13 @@ const MASQ = { masquerade: null };
 
 function dnat(fam: 'ip' | 'ip6', keyParts: unknown[], addrMap: string, portMap: string) {
   const key = concat(...keyParts);
-  return { dnat: { family: fam, addr: { map: { key, data: `@${addrMap}` } }, port: { map: { key, data: `@${portMap}` } } } };
+  return {
+    dnat: {
+      family: fam,
+      addr: { map: { key, data: `@${addrMap}` } },
+      port: { map: { key, data: `@${portMap}` } },
+    },
+  };
 }
 
 interface ChainDef {
@@ -136,18 +148,36 @@ function familyRules(v: '4' | '6') {
       [dnat(fam, [l4, dport], `dnatany${v}_addr`, `dnatany${v}_port`)],
     ],
     forward: [
-      [match(meta('oifname'), '@bridges'), match({ ct: { key: 'status' } }, 'dnat', 'in'), match(concat(pl(fam, 'daddr'), l4, dport), `@published${v}`), ACCEPT],
+      [
+        match(meta('oifname'), '@bridges'),
+        match({ ct: { key: 'status' } }, 'dnat', 'in'),
+        match(concat(pl(fam, 'daddr'), l4, dport), `@published${v}`),
+        ACCEPT,
+      ],
       [match(meta('oifname'), '@bridges'), match(concat(pl(fam, 'daddr'), l4, dport), `@routed${v}`), ACCEPT],
-      [match(meta('oifname'), '@bridges'), match(pl(fam, 'daddr'), `@routednet${v}`), match(l4, v === '4' ? 'icmp' : 'ipv6-icmp'), ACCEPT],
+      [
+        match(meta('oifname'), '@bridges'),
+        match(pl(fam, 'daddr'), `@routednet${v}`),
+        match(l4, v === '4' ? 'icmp' : 'ipv6-icmp'),
+        ACCEPT,
+      ],
     ],
     postrouting: [
-      [match(meta('oifname'), '@bridges'), match({ ct: { key: 'status' } }, 'dnat', 'in'), match(pl(fam, 'saddr'), `@subnets${v}`), MASQ],
+      [
+        match(meta('oifname'), '@bridges'),
+        match({ ct: { key: 'status' } }, 'dnat', 'in'),
+        match(pl(fam, 'saddr'), `@subnets${v}`),
+        MASQ,
+      ],
       [
         match(meta('oifname'), '@bridges'),
         match(pl(fam, 'saddr'), v === '4' ? { prefix: { addr: '127.0.0.0', len: 8 } } : '::1'),
         MASQ,
       ],
-      [match(meta('oifname'), '@bridges', '!='), { snat: { family: fam, addr: { map: { key: pl(fam, 'saddr'), data: `@snat${v}` } } } }],
+      [
+        match(meta('oifname'), '@bridges', '!='),
+        { snat: { family: fam, addr: { map: { key: pl(fam, 'saddr'), data: `@snat${v}` } } } },
+      ],
       [match(meta('oifname'), '@bridges', '!='), match(pl(fam, 'saddr'), `@masq${v}`), MASQ],
     ],
   };
@@ -162,7 +192,11 @@ export const CHAINS: readonly ChainDef[] = [
     name: 'raw-prerouting',
     base: { type: 'filter', hook: 'prerouting', prio: -300, policy: 'accept' },
     rules: [
-      [match(meta('iifname'), 'lo', '!='), match(pl('ip', 'daddr'), { prefix: { addr: '127.0.0.0', len: 8 } }), DROP],
+      [
+        match(meta('iifname'), 'lo', '!='),
+        match(pl('ip', 'daddr'), { prefix: { addr: '127.0.0.0', len: 8 } }),
+        DROP,
+      ],
       [match(meta('iifname'), 'lo', '!='), match(pl('ip6', 'daddr'), '::1'), DROP],
     ],
   },
@@ -240,13 +274,17 @@ export function skeletonCommands(table: string): NftCommand[] {
   const ordered = [...CHAINS].sort((a, b) => Number(!!a.base) - Number(!!b.base));
   for (const c of ordered) {
     cmds.push({ add: { chain: { family: c.family, table, name: c.name, ...(c.base ?? {}) } } });
-    for (const expr of c.rules) cmds.push({ add: { rule: { family: c.family, table, chain: c.name, expr } } });
+    for (const expr of c.rules)
+      cmds.push({ add: { rule: { family: c.family, table, chain: c.name, expr } } });
   }
   return cmds;
 }
 
 /** Commands that delete both tables (each only if present: `deleteBridge` false skips it). */
-export function deleteTablesCommands(table: string, present: { inet: boolean; bridge: boolean }): NftCommand[] {
+export function deleteTablesCommands(
+  table: string,
+  present: { inet: boolean; bridge: boolean },
+): NftCommand[] {
   const out: NftCommand[] = [];
   if (present.inet) out.push({ delete: { table: { family: FAMILY, name: table } } });
   if (present.bridge) out.push({ delete: { table: { family: BRIDGE_FAMILY, name: table } } });
@@ -270,7 +308,10 @@ export function elementJson(name: string, key: string): unknown {
   if (!def) throw new Error(`unknown nft set ${name}`);
   const [k, v] = def.value ? key.split(' : ') : [key, undefined];
   const parts = k!.split(' . ');
-  const kj = parts.length === 1 ? partJson(def.key[0]!, parts[0]!) : concat(...parts.map((p, i) => partJson(def.key[i]!, p)));
+  const kj =
+    parts.length === 1
+      ? partJson(def.key[0]!, parts[0]!)
+      : concat(...parts.map((p, i) => partJson(def.key[i]!, p)));
   return def.value ? [kj, partJson(def.value, v!)] : kj;
 }
 
@@ -278,7 +319,8 @@ function partKey(def: SetDef, i: number, e: unknown): string {
   if (typeof e === 'number') return String(e);
   if (typeof e === 'string') {
     const t = def.key[i];
-    if (def.interval && (t === 'ipv4_addr' || t === 'ipv6_addr') && !e.includes('/')) return `${e}/${t === 'ipv6_addr' ? 128 : 32}`;
+    if (def.interval && (t === 'ipv4_addr' || t === 'ipv6_addr') && !e.includes('/'))
+      return `${e}/${t === 'ipv6_addr' ? 128 : 32}`;
     return e;
   }
   const o = e as { prefix?: { addr: string; len: number }; range?: [string, string] };
@@ -289,7 +331,8 @@ function partKey(def: SetDef, i: number, e: unknown): string {
 function keyString(def: SetDef, e: unknown): string {
   const o = e as { concat?: unknown[]; elem?: { val: unknown } };
   if (o && typeof o === 'object' && 'elem' in o && o.elem) return keyString(def, o.elem.val);
-  if (o && typeof o === 'object' && Array.isArray(o.concat)) return o.concat.map((p, i) => partKey(def, i, p)).join(' . ');
+  if (o && typeof o === 'object' && Array.isArray(o.concat))
+    return o.concat.map((p, i) => partKey(def, i, p)).join(' . ');
   return partKey(def, 0, e);
 }
 
@@ -324,7 +367,8 @@ export function parseNft(inet: NftCommand[] | null, bridge: NftCommand[] | null)
       }
     }
   }
-  const marker = chains.find((c) => c.startsWith(`${FAMILY}/skeleton-`))?.slice(FAMILY.length + 1) ?? 'skeleton-none';
+  const marker =
+    chains.find((c) => c.startsWith(`${FAMILY}/skeleton-`))?.slice(FAMILY.length + 1) ?? 'skeleton-none';
   const skeleton = [
     marker,
     ...CHAINS.map((c) => {
@@ -334,5 +378,9 @@ export function parseNft(inet: NftCommand[] | null, bridge: NftCommand[] | null)
   ].join(' ');
   for (const d of SETS) if (!(d.name in sets)) sets[d.name] = [];
   // Only the inet table carries the marker; a lone bridge table reads as a damaged skeleton.
-  return { skeleton: inet ? skeleton : `skeleton-partial ${skeleton}`, sets, tables: { inet: !!inet, bridge: !!bridge } };
+  return {
+    skeleton: inet ? skeleton : `skeleton-partial ${skeleton}`,
+    sets,
+    tables: { inet: !!inet, bridge: !!bridge },
+  };
 }

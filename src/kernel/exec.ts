@@ -17,7 +17,11 @@ export function run(cmd: string, args: readonly string[], input?: string): Promi
     p.stderr.on('data', (b: Buffer) => err.push(b));
     p.on('error', (e) => reject(new KernelError(`${cmd} ${args.join(' ')}`, e.message)));
     p.on('close', (code) =>
-      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+      resolve({
+        code: code ?? 1,
+        stdout: Buffer.concat(out).toString(),
+        stderr: Buffer.concat(err).toString(),
+      }),
     );
     p.stdin.on('error', () => {});
     p.stdin.end(input ?? '');
@@ -25,14 +29,23 @@ export function run(cmd: string, args: readonly string[], input?: string): Promi
 }
 
 /** Like run, but a non-zero exit is a KernelError naming `op`. */
-export async function mustRun(op: string, cmd: string, args: readonly string[], input?: string): Promise<string> {
+export async function mustRun(
+  op: string,
+  cmd: string,
+  args: readonly string[],
+  input?: string,
+): Promise<string> {
   const r = await run(cmd, args, input);
   if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout || `exit ${r.code}`);
   return r.stdout;
 }
 
 /** Run `fn` over items with at most `limit` in flight. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (t: T) => Promise<R>,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {

@@ -4,7 +4,7 @@
  * then fail: observe never plans from a partial view. Writes pass CREATE|EXCL
  * explicitly (the package adds no flags).
  */
-import { openSync, closeSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import * as nl from 'netlink';
 import { KernelError } from '../model/errors.js';
 
@@ -48,7 +48,7 @@ const AF_INET6 = 10;
 const DUMP_RETRIES = 5;
 
 function macString(b?: Buffer): string | undefined {
-  if (!b || b.length !== 6) return undefined;
+  if (b?.length !== 6) return undefined;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
@@ -139,13 +139,20 @@ export class HostNetlink {
   }
 
   /** A dump that fails rather than returns an inconsistent view. */
-  private async dumpNow(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
+  private async dumpNow(
+    type: number,
+    header: Buffer,
+    what: string,
+  ): Promise<ReturnType<typeof rt.parseMessage>[]> {
     for (let attempt = 0; attempt < DUMP_RETRIES; attempt++) {
       const [msgs] = await this.sock.socket.request(type, header, { flags: FlagsGet.DUMP });
       if (msgs.some((m) => m.flags & Flags.DUMP_INTR)) continue;
       return msgs.map((m) => rt.parseMessage(m.type, m.data));
     }
-    throw new KernelError(`dump ${what}`, `the dump was interrupted ${DUMP_RETRIES} times in a row (NLM_F_DUMP_INTR)`);
+    throw new KernelError(
+      `dump ${what}`,
+      `the dump was interrupted ${DUMP_RETRIES} times in a row (NLM_F_DUMP_INTR)`,
+    );
   }
 
   async links(): Promise<NlLink[]> {
@@ -258,7 +265,10 @@ export class HostNetlink {
         {
           ifname: name,
           mtu: opts.mtu,
-          linkinfo: ifla.formatInfo({ kind: 'veth', data: ifla.formatVethInfo({ peer }) as unknown as Buffer }) as unknown as Buffer,
+          linkinfo: ifla.formatInfo({
+            kind: 'veth',
+            data: ifla.formatVethInfo({ peer }) as unknown as Buffer,
+          }) as unknown as Buffer,
         },
         { flags: FlagsNew.CREATE | FlagsNew.EXCL },
       );
@@ -328,4 +338,4 @@ export class HostNetlink {
   }
 }
 
-export { ipString, ipBuffer };
+export { ipBuffer, ipString };

@@ -59,7 +59,11 @@ function parseJsonLines(text: string): unknown[] {
 
 /** Links with their addresses and all routes of the namespace at `path`, in one process. */
 export async function readNs(path: string): Promise<NsView> {
-  const r = await run('nsenter', [`--net=${path}`, 'ip', '-j', '-d', '-batch', '-'], 'addr show\nroute show table all\n');
+  const r = await run(
+    'nsenter',
+    [`--net=${path}`, 'ip', '-j', '-d', '-batch', '-'],
+    'addr show\nroute show table all\n',
+  );
   if (r.code !== 0) throw new KernelError(`read namespace ${path}`, r.stderr || `exit ${r.code}`);
   const [links, routes] = parseJsonLines(r.stdout) as [IpLink[], IpRoute[]];
   if (!Array.isArray(links) || !Array.isArray(routes)) {
@@ -71,7 +75,12 @@ export async function readNs(path: string): Promise<NsView> {
 /** Run `ip` batch lines inside the namespace at `path`; stops at the first failing line. */
 export async function batchNs(path: string, lines: readonly string[]): Promise<void> {
   if (lines.length === 0) return;
-  await mustRun(`configure namespace ${path}`, 'nsenter', [`--net=${path}`, 'ip', '-batch', '-'], `${lines.join('\n')}\n`);
+  await mustRun(
+    `configure namespace ${path}`,
+    'nsenter',
+    [`--net=${path}`, 'ip', '-batch', '-'],
+    `${lines.join('\n')}\n`,
+  );
 }
 
 /** Quote one argument for an `ip -batch` line (its tokenizer honours double quotes). */

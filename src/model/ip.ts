@@ -20,7 +20,10 @@ export function familyOf(ip: string): Family {
 }
 
 export function isValidIp(ip: string): boolean {
-  return ipaddr.isValid(ip) && (ip.includes(':') ? ipaddr.IPv6.isValid(ip) : ipaddr.IPv4.isValidFourPartDecimal(ip));
+  return (
+    ipaddr.isValid(ip) &&
+    (ip.includes(':') ? ipaddr.IPv6.isValid(ip) : ipaddr.IPv4.isValidFourPartDecimal(ip))
+  );
 }
 
 export function parseIp(ip: string): bigint {

@@ -20,7 +20,13 @@ export function sha256hex(s: string): string {
 export const INSTANCE_RE = /^[a-z][a-z0-9_-]{0,13}$/;
 
 export function isValidIfName(name: string): boolean {
-  return Buffer.byteLength(name) <= IFNAMSIZ && name.length > 0 && !/[\s/:]/.test(name) && name !== '.' && name !== '..';
+  return (
+    Buffer.byteLength(name) <= IFNAMSIZ &&
+    name.length > 0 &&
+    !/[\s/:]/.test(name) &&
+    name !== '.' &&
+    name !== '..'
+  );
 }
 
 /** Docker-shaped 64-hex network id, stable per instance and name. */

@@ -12,16 +12,23 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { addrOf, maskedCidr } from '../model/ip.js';
-import { nftTableName, parseAlias } from '../model/names.js';
-import type { BridgeState, ContainerLinkState, KernelState, NamespaceState, RouteState, VethState } from '../model/state.js';
-import type { HostFacts } from '../spec/ipam.js';
 import { BRIDGE_FAMILY, FAMILY, parseNft } from '../firewall/rules.js';
 import { mapLimit } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
+import { listNetns, NETNS_DIR, type NsView, readNs } from '../kernel/netns.js';
 import { nftListTable } from '../kernel/nft.js';
-import { listNetns, NETNS_DIR, readNs, type NsView } from '../kernel/netns.js';
 import { readSysctl } from '../kernel/sysctl.js';
+import { addrOf, maskedCidr } from '../model/ip.js';
+import { nftTableName, parseAlias } from '../model/names.js';
+import type {
+  BridgeState,
+  ContainerLinkState,
+  KernelState,
+  NamespaceState,
+  RouteState,
+  VethState,
+} from '../model/state.js';
+import type { HostFacts } from '../spec/ipam.js';
 
 export interface Observation {
   readonly state: KernelState;
@@ -162,14 +169,22 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
   });
 
   const sysctls: Record<string, string> = {};
-  for (const k of [...MANAGED_SYSCTLS, ...Object.keys(bridges).map((b) => `net.ipv4.conf.${b}.route_localnet`)]) {
+  for (const k of [
+    ...MANAGED_SYSCTLS,
+    ...Object.keys(bridges).map((b) => `net.ipv4.conf.${b}.route_localnet`),
+  ]) {
     const v = readSysctl(k);
     if (v !== undefined) sysctls[k] = v;
   }
 
   return {
     state: { bridges, veths, namespaces, sysctls, nft: parseNft(inetTable, bridgeTable) },
-    host: { reserved4: [...reserved4].sort(), reserved6: [...reserved6].sort(), ulaSeed: ulaSeed(), ephemeralPorts: ephemeralRange() },
+    host: {
+      reserved4: [...reserved4].sort(),
+      reserved6: [...reserved6].sort(),
+      ulaSeed: ulaSeed(),
+      ephemeralPorts: ephemeralRange(),
+    },
     foreign: { hostLinks: foreignHost.sort(), netns: foreignNetns.sort(), nsLinks },
   };
 }
@@ -202,7 +217,8 @@ function nsState(
   }
   const routes: RouteState[] = [];
   for (const r of v.routes) {
-    if (r.dst !== 'default' || (r.table && r.table !== 'main') || !r.gateway || !r.dev || !links[r.dev]) continue;
+    if (r.dst !== 'default' || (r.table && r.table !== 'main') || !r.gateway || !r.dev || !links[r.dev])
+      continue;
     if (r.type && r.type !== 'unicast') continue;
     routes.push({ family: r.gateway.includes(':') ? 6 : 4, dst: 'default', via: r.gateway, dev: r.dev });
   }

@@ -73,7 +73,8 @@ function* poolSubnets(pools: readonly { base: string; size: number }[]): Generat
     const base = parseCidr(p.base);
     if (p.size < base.len) continue;
     const step = 1n << BigInt((base.family === 4 ? 32 : 128) - p.size);
-    for (let a = firstAddr(base); a <= lastAddr(base); a += step) yield { family: base.family, addr: a, len: p.size };
+    for (let a = firstAddr(base); a <= lastAddr(base); a += step)
+      yield { family: base.family, addr: a, len: p.size };
   }
 }
 
@@ -81,7 +82,11 @@ interface Taken {
   cidr: string;
 }
 
-function pickSubnet(candidates: Iterable<Cidr>, taken: readonly Taken[], reserved: readonly string[]): string | undefined {
+function pickSubnet(
+  candidates: Iterable<Cidr>,
+  taken: readonly Taken[],
+  reserved: readonly string[],
+): string | undefined {
   for (const c of candidates) {
     if (taken.some((t) => overlaps(t.cidr, c))) continue;
     if (reserved.some((r) => overlaps(r, c))) continue;
@@ -224,11 +229,13 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
   for (const n of nets) {
     if (n.enableIPv4 && !n.ipam4.subnet) {
       const seen = observedBridgeAddr(actual, n.name, 4);
-      if (seen && !taken4.some((t) => overlaps(t.cidr, maskedCidr(seen)))) taken4.push({ cidr: maskedCidr(seen) });
+      if (seen && !taken4.some((t) => overlaps(t.cidr, maskedCidr(seen))))
+        taken4.push({ cidr: maskedCidr(seen) });
     }
     if (n.enableIPv6 && !n.ipam6.subnet) {
       const seen = observedBridgeAddr(actual, n.name, 6);
-      if (seen && !taken6.some((t) => overlaps(t.cidr, maskedCidr(seen)))) taken6.push({ cidr: maskedCidr(seen) });
+      if (seen && !taken6.some((t) => overlaps(t.cidr, maskedCidr(seen))))
+        taken6.push({ cidr: maskedCidr(seen) });
     }
   }
   // From here on `taken` grows as networks are resolved; drop the sticky entries so each
@@ -237,8 +244,16 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
   const stickyOnly6 = taken6.splice(explicit6);
 
   for (const n of nets) {
-    const others4 = () => [...taken4, ...stickyOnly4.filter((s) => s.cidr !== maskedCidr(observedBridgeAddr(actual, n.name, 4) ?? '0.0.0.0/32'))];
-    const others6 = () => [...taken6, ...stickyOnly6.filter((s) => s.cidr !== maskedCidr(observedBridgeAddr(actual, n.name, 6) ?? '::/128'))];
+    const others4 = () => [
+      ...taken4,
+      ...stickyOnly4.filter(
+        (s) => s.cidr !== maskedCidr(observedBridgeAddr(actual, n.name, 4) ?? '0.0.0.0/32'),
+      ),
+    ];
+    const others6 = () => [
+      ...taken6,
+      ...stickyOnly6.filter((s) => s.cidr !== maskedCidr(observedBridgeAddr(actual, n.name, 6) ?? '::/128')),
+    ];
     const v4 = n.enableIPv4
       ? resolveFamily(
           n,
@@ -288,9 +303,15 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
       ] as const) {
         if (!ip || !fam) continue;
         if (!fam.inSubnet(ip)) {
-          problems.push({ message: `container '${c.name}': no configured subnet of network '${a.network}' contains IP address ${ip}`, src: a.src });
+          problems.push({
+            message: `container '${c.name}': no configured subnet of network '${a.network}' contains IP address ${ip}`,
+            src: a.src,
+          });
         } else if (!fam.isFree(ip)) {
-          problems.push({ message: `container '${c.name}': address ${ip} on network '${a.network}' is already in use`, src: a.src });
+          problems.push({
+            message: `container '${c.name}': address ${ip} on network '${a.network}' is already in use`,
+            src: a.src,
+          });
         } else fam.take(ip);
       }
     }
@@ -326,11 +347,19 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
       if (!p || !got) continue;
       if (p.v4 && !got.v4) {
         got.v4 = p.v4.next();
-        if (!got.v4) problems.push({ message: `network '${a.network}': no available IPv4 addresses for container '${c.name}'`, src: a.src });
+        if (!got.v4)
+          problems.push({
+            message: `network '${a.network}': no available IPv4 addresses for container '${c.name}'`,
+            src: a.src,
+          });
       }
       if (p.v6 && !got.v6) {
         got.v6 = p.v6.next();
-        if (!got.v6) problems.push({ message: `network '${a.network}': no available IPv6 addresses for container '${c.name}'`, src: a.src });
+        if (!got.v6)
+          problems.push({
+            message: `network '${a.network}': no available IPv6 addresses for container '${c.name}'`,
+            src: a.src,
+          });
       }
     }
   }
@@ -448,7 +477,12 @@ class PortBook {
     return true;
   }
   /** Docker's rotating cursor per (ip, proto, range), starting at the range start. */
-  allocate(targets: readonly { family: 4 | 6; ip: string }[], proto: string, lo: number, hi: number): number | undefined {
+  allocate(
+    targets: readonly { family: 4 | 6; ip: string }[],
+    proto: string,
+    lo: number,
+    hi: number,
+  ): number | undefined {
     const ck = `${proto} ${lo}-${hi} ${targets.map((t) => t.ip).join(',')}`;
     const start = this.cursor.get(ck) ?? lo;
     for (let i = 0; i <= hi - lo; i++) {
@@ -472,7 +506,8 @@ function existingBindings(actual: KernelState): Map<string, number> {
   for (const v of ['4', '6'] as const) {
     const any = v === '4' ? '0.0.0.0' : '::';
     const addrOfKey = new Map<string, string>();
-    for (const e of actual.nft.sets[`dnat${v}_addr`] ?? []) addrOfKey.set(e.split(' : ')[0]!, e.split(' : ')[1]!);
+    for (const e of actual.nft.sets[`dnat${v}_addr`] ?? [])
+      addrOfKey.set(e.split(' : ')[0]!, e.split(' : ')[1]!);
     for (const e of actual.nft.sets[`dnat${v}_port`] ?? []) {
       const [k, cport] = e.split(' : ');
       const [hip, proto, hport] = k!.split(' . ');
@@ -480,7 +515,8 @@ function existingBindings(actual: KernelState): Map<string, number> {
       if (cip) out.set(`${v} ${proto} ${cip} ${cport} ${hip}`, Number(hport));
     }
     addrOfKey.clear();
-    for (const e of actual.nft.sets[`dnatany${v}_addr`] ?? []) addrOfKey.set(e.split(' : ')[0]!, e.split(' : ')[1]!);
+    for (const e of actual.nft.sets[`dnatany${v}_addr`] ?? [])
+      addrOfKey.set(e.split(' : ')[0]!, e.split(' : ')[1]!);
     for (const e of actual.nft.sets[`dnatany${v}_port`] ?? []) {
       const [k, cport] = e.split(' : ');
       const [proto, hport] = k!.split(' . ');
@@ -499,7 +535,7 @@ function existingBindings(actual: KernelState): Map<string, number> {
  * host port (no NAT). Containers without a gateway endpoint publish nothing.
  */
 function resolveAllPorts(
-  spec: Spec,
+  _spec: Spec,
   containers: Record<string, ResolvedContainer>,
   networks: Record<string, ResolvedNetwork>,
   actual: KernelState,
@@ -530,17 +566,27 @@ function resolveAllPorts(
         const want4 = hostIp === '0.0.0.0' || (!hostIp.includes(':') && hostIp !== '::');
         const want6 = hostIp === '0.0.0.0' || hostIp.includes(':');
         const mode = (m: string) => (m === 'isolated' ? 'nat' : m) as ResolvedPort['mode'];
-        if (want4 && gw4?.ipv4) targets.push({ family: 4, ip: hostIp, ep: gw4, mode: mode(net4!.spec.gatewayModeV4) });
-        if (want6 && gw6?.ipv6) targets.push({ family: 6, ip: hostIp === '0.0.0.0' ? '::' : hostIp, ep: gw6, mode: mode(net6!.spec.gatewayModeV6) });
+        if (want4 && gw4?.ipv4)
+          targets.push({ family: 4, ip: hostIp, ep: gw4, mode: mode(net4!.spec.gatewayModeV4) });
+        if (want6 && gw6?.ipv6)
+          targets.push({
+            family: 6,
+            ip: hostIp === '0.0.0.0' ? '::' : hostIp,
+            ep: gw6,
+            mode: mode(net6!.spec.gatewayModeV6),
+          });
         pending.push({ c, sp, offset, targets });
       }
     }
   }
   // Explicit host ports first (their clashes are input errors, checked by the loader).
-  const fixed = (p: Pending) => p.sp.published !== undefined && (p.sp.publishedEnd === undefined || p.sp.publishedEnd - p.sp.published === p.sp.targetEnd - p.sp.target);
+  const fixed = (p: Pending) =>
+    p.sp.published !== undefined &&
+    (p.sp.publishedEnd === undefined || p.sp.publishedEnd - p.sp.published === p.sp.targetEnd - p.sp.target);
   for (const p of pending) {
     if (!fixed(p)) continue;
-    for (const t of p.targets) if (t.mode !== 'routed') book.take(t.family, p.sp.protocol, t.ip, p.sp.published! + p.offset);
+    for (const t of p.targets)
+      if (t.mode !== 'routed') book.take(t.family, p.sp.protocol, t.ip, p.sp.published! + p.offset);
   }
   // Sticky ephemeral ports next, then new ones.
   const chosen = new Map<Pending, number>();
@@ -548,11 +594,19 @@ function resolveAllPorts(
     if (fixed(p)) continue;
     const nat = p.targets.filter((t) => t.mode !== 'routed');
     const port = p.sp.target + p.offset;
-    const seen = nat.map((t) => existing.get(`${t.family} ${p.sp.protocol} ${t.family === 4 ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`));
+    const seen = nat.map((t) =>
+      existing.get(`${t.family} ${p.sp.protocol} ${t.family === 4 ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`),
+    );
     const lo = p.sp.published ?? range[0];
-    const hi = p.sp.publishedEnd ?? (p.sp.published ?? range[1]);
+    const hi = p.sp.publishedEnd ?? p.sp.published ?? range[1];
     const same = seen[0];
-    if (same !== undefined && seen.every((x) => x === same) && same >= lo && same <= hi && nat.every((t) => book.isFree(t.family, p.sp.protocol, t.ip, same))) {
+    if (
+      same !== undefined &&
+      seen.every((x) => x === same) &&
+      same >= lo &&
+      same <= hi &&
+      nat.every((t) => book.isFree(t.family, p.sp.protocol, t.ip, same))
+    ) {
       for (const t of nat) book.take(t.family, p.sp.protocol, t.ip, same);
       chosen.set(p, same);
     }
@@ -562,14 +616,22 @@ function resolveAllPorts(
     const nat = p.targets.filter((t) => t.mode !== 'routed');
     if (!nat.length) continue;
     const lo = p.sp.published ?? range[0];
-    const hi = p.sp.publishedEnd ?? (p.sp.published ?? range[1]);
-    const port = book.allocate(nat.map((t) => ({ family: t.family, ip: t.ip })), p.sp.protocol, lo, hi);
+    const hi = p.sp.publishedEnd ?? p.sp.published ?? range[1];
+    const port = book.allocate(
+      nat.map((t) => ({ family: t.family, ip: t.ip })),
+      p.sp.protocol,
+      lo,
+      hi,
+    );
     if (port === undefined) {
-      problems.push({ message: `container '${p.c.name}': all ports are allocated in ${lo}-${hi}/${p.sp.protocol}`, src: p.sp.src });
+      problems.push({
+        message: `container '${p.c.name}': all ports are allocated in ${lo}-${hi}/${p.sp.protocol}`,
+        src: p.sp.src,
+      });
     } else chosen.set(p, port);
   }
   for (const p of pending) {
-    const ports = (containers[p.c.name]!.ports as ResolvedPort[]);
+    const ports = containers[p.c.name]!.ports as ResolvedPort[];
     for (const t of p.targets) {
       const hostPort = t.mode === 'routed' ? 0 : fixed(p) ? p.sp.published! + p.offset : (chosen.get(p) ?? 0);
       ports.push({

@@ -5,11 +5,21 @@
  *   $TETHER_STATE_DIR (default /var/lib/tether)/<instance>/last-apply.json
  *   $TETHER_RUN_DIR   (default /run/tether)/<instance>/lock
  */
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
 
-export const stateDir = (instance: string) => join(process.env.TETHER_STATE_DIR ?? '/var/lib/tether', instance);
+export const stateDir = (instance: string) =>
+  join(process.env.TETHER_STATE_DIR ?? '/var/lib/tether', instance);
 export const runDir = (instance: string) => join(process.env.TETHER_RUN_DIR ?? '/run/tether', instance);
 
 export function readJson<T>(file: string): T | undefined {

@@ -10,9 +10,9 @@
  * sandbox host at 203.0.113.2, IPv6 2001:db8:1::1/64 and ::2.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -33,7 +33,11 @@ export interface RunResult {
 
 function sh(cmd: string, args: string[], input?: string): RunResult {
   const r = spawnSync(cmd, args, { input, encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: r.stderr ?? (r.error ? String(r.error) : '') };
+  return {
+    code: r.status ?? 1,
+    stdout: r.stdout ?? '',
+    stderr: r.stderr ?? (r.error ? String(r.error) : ''),
+  };
 }
 
 function must(cmd: string, args: string[], input?: string): string {
@@ -47,7 +51,8 @@ export function requireKernel(): void {
   const missing: string[] = [];
   if (process.getuid?.() !== 0) missing.push('root');
   for (const tool of ['ip', 'nft', 'nsenter', 'ping']) if (sh('which', [tool]).code !== 0) missing.push(tool);
-  if (missing.length) throw new Error(`kernel tests cannot run: missing ${missing.join(', ')} (CI must install them)`);
+  if (missing.length)
+    throw new Error(`kernel tests cannot run: missing ${missing.join(', ')} (CI must install them)`);
 }
 
 const live = new Set<Sandbox>();
@@ -79,19 +84,40 @@ export class Sandbox {
     must('ip', ['netns', 'add', this.uplink]);
     this.hasUplink = true;
     must('ip', ['-n', this.uplink, 'link', 'set', 'lo', 'up']);
-    must('ip', ['-n', this.host, 'link', 'add', 'uplink0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.uplink]);
-    must('ip', ['-n', this.host, '-batch', '-'], [
-      `addr add ${HOST_V4}/24 dev uplink0`,
-      `addr add ${HOST_V6}/64 dev uplink0 nodad`,
-      'link set uplink0 up',
-      `route add default via ${UPLINK_V4}`,
-      `route add default via ${UPLINK_V6}`,
-    ].join('\n'));
-    must('ip', ['-n', this.uplink, '-batch', '-'], [
-      `addr add ${UPLINK_V4}/24 dev eth0`,
-      `addr add ${UPLINK_V6}/64 dev eth0 nodad`,
-      'link set eth0 up',
-    ].join('\n'));
+    must('ip', [
+      '-n',
+      this.host,
+      'link',
+      'add',
+      'uplink0',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      this.uplink,
+    ]);
+    must(
+      'ip',
+      ['-n', this.host, '-batch', '-'],
+      [
+        `addr add ${HOST_V4}/24 dev uplink0`,
+        `addr add ${HOST_V6}/64 dev uplink0 nodad`,
+        'link set uplink0 up',
+        `route add default via ${UPLINK_V4}`,
+        `route add default via ${UPLINK_V6}`,
+      ].join('\n'),
+    );
+    must(
+      'ip',
+      ['-n', this.uplink, '-batch', '-'],
+      [
+        `addr add ${UPLINK_V4}/24 dev eth0`,
+        `addr add ${UPLINK_V6}/64 dev eth0 nodad`,
+        'link set eth0 up',
+      ].join('\n'),
+    );
   }
 
   /** Write a manifest file into the sandbox's manifest directory. */
@@ -107,7 +133,16 @@ export class Sandbox {
 
   /** Run bin/tether inside the sandbox host namespace, as this sandbox's instance. */
   tether(...args: string[]): RunResult {
-    return sh('nsenter', [`--net=/run/netns/${this.host}`, 'env', `TETHER_STATE_DIR=${join(this.dir, 'state')}`, `TETHER_RUN_DIR=${join(this.dir, 'run')}`, TETHER, '--instance', this.instance, ...args]);
+    return sh('nsenter', [
+      `--net=/run/netns/${this.host}`,
+      'env',
+      `TETHER_STATE_DIR=${join(this.dir, 'state')}`,
+      `TETHER_RUN_DIR=${join(this.dir, 'run')}`,
+      TETHER,
+      '--instance',
+      this.instance,
+      ...args,
+    ]);
   }
 
   /** Like tether(), but throws on a non-zero exit. */
@@ -145,14 +180,25 @@ export class Sandbox {
 
   /** Named namespaces that belong to this sandbox's tether instance. */
   instanceNetns(): string[] {
-    return existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`${this.instance}-`)) : [];
+    return existsSync('/run/netns')
+      ? readdirSync('/run/netns').filter((n) => n.startsWith(`${this.instance}-`))
+      : [];
   }
 
   teardownSync(): void {
     if (!live.has(this)) return;
     live.delete(this);
     // tether's own clean-up first (exercises destroy), then anything left, by name.
-    sh('nsenter', [`--net=/run/netns/${this.host}`, 'env', `TETHER_STATE_DIR=${join(this.dir, 'state')}`, `TETHER_RUN_DIR=${join(this.dir, 'run')}`, TETHER, '--instance', this.instance, 'destroy']);
+    sh('nsenter', [
+      `--net=/run/netns/${this.host}`,
+      'env',
+      `TETHER_STATE_DIR=${join(this.dir, 'state')}`,
+      `TETHER_RUN_DIR=${join(this.dir, 'run')}`,
+      TETHER,
+      '--instance',
+      this.instance,
+      'destroy',
+    ]);
     for (const n of this.instanceNetns()) sh('ip', ['netns', 'del', n]);
     if (this.hasUplink) sh('ip', ['netns', 'del', this.uplink]);
     sh('ip', ['netns', 'del', this.host]);
@@ -171,10 +217,17 @@ export { execFileSync };
  * with the source address of the first connection it accepts (it answers it with that
  * address and exits). Bounded by `timeoutMs`.
  */
-export function tcpPeer(ns: string, addr: string, port: number, timeoutMs = 5000): { ready: Promise<void>; peer: Promise<string> } {
+export function tcpPeer(
+  ns: string,
+  addr: string,
+  port: number,
+  timeoutMs = 5000,
+): { ready: Promise<void>; peer: Promise<string> } {
   const { spawn } = require('node:child_process') as typeof import('node:child_process');
   const script = `const s=require('net').createServer(c=>{console.log('peer '+c.remoteAddress);c.end(c.remoteAddress+'\\n');s.close();});s.listen(${port},'${addr}',()=>console.log('ready'));setTimeout(()=>process.exit(3),${timeoutMs}).unref();`;
-  const p = spawn('ip', ['netns', 'exec', ns, 'node', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn('ip', ['netns', 'exec', ns, 'node', '-e', script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let buf = '';
   let onReady: () => void;
   let onPeer: (a: string) => void;

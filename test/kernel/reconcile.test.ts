@@ -14,7 +14,10 @@ const require = createRequire(import.meta.url);
 const plan = (s: Sandbox) => JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions as any[];
 
 function links(s: Sandbox, ns: string): string[] {
-  return s.ipJson(ns, 'link', 'show').map((l: any) => l.ifname).sort();
+  return s
+    .ipJson(ns, 'link', 'show')
+    .map((l: any) => l.ifname)
+    .sort();
 }
 
 describe('reconcile on the kernel', () => {
@@ -23,7 +26,10 @@ describe('reconcile on the kernel', () => {
 
   it('adds one container touching only its own objects, and keeps every address', () => {
     s = Sandbox.create({ uplink: false });
-    s.write('a.yaml', 'networks:\n  web: {}\ncontainers:\n  c1: { networks: [web] }\n  c2: { networks: [web] }\n');
+    s.write(
+      'a.yaml',
+      'networks:\n  web: {}\ncontainers:\n  c1: { networks: [web] }\n  c2: { networks: [web] }\n',
+    );
     s.tetherOk('apply', '-f', s.manifests);
     const ip1 = s.ipJson(s.ns('c1'), 'addr', 'show', 'dev', 'eth0')[0].addr_info[0].local;
     const hostLinksBefore = links(s, s.host);
@@ -44,7 +50,10 @@ describe('reconcile on the kernel', () => {
 
   it('removing a network removes only its bridge, its veths and its nft elements', () => {
     s = Sandbox.create({ uplink: false });
-    s.write('a.yaml', 'networks:\n  front: {}\n  back: {}\ncontainers:\n  app: { networks: [front, back] }\n');
+    s.write(
+      'a.yaml',
+      'networks:\n  front: {}\n  back: {}\ncontainers:\n  app: { networks: [front, back] }\n',
+    );
     s.tetherOk('apply', '-f', s.manifests);
     const tableBefore = JSON.stringify(s.nftTable());
     s.write('a.yaml', 'networks:\n  front: {}\ncontainers:\n  app: { networks: [front] }\n');
@@ -53,7 +62,15 @@ describe('reconcile on the kernel', () => {
     // veth of app on back, bridge of back, its 4 set elements (bridges, samebridge,
     // subnets4, masq4), and app's default route moves to front ("back" < "front" had it) = 7
     expect(ops).toEqual(
-      ['bridge.delete', 'nft.element.delete', 'nft.element.delete', 'nft.element.delete', 'nft.element.delete', 'route.add', 'veth.delete'].sort(),
+      [
+        'bridge.delete',
+        'nft.element.delete',
+        'nft.element.delete',
+        'nft.element.delete',
+        'nft.element.delete',
+        'route.add',
+        'veth.delete',
+      ].sort(),
     );
     expect(p.find((a) => a.op === 'bridge.delete').network).toBe('back');
     s.tetherOk('apply', '-f', s.manifests);
@@ -68,7 +85,10 @@ describe('reconcile on the kernel', () => {
     s.inNs(s.host, ['ip', 'link', 'add', 'br-taken', 'type', 'bridge']);
     s.inNs(s.host, ['ip', 'link', 'add', 'br-other', 'type', 'bridge']);
     s.inNs(s.host, ['nft', 'add', 'table', 'inet', 'foreign']);
-    s.write('a.yaml', 'networks:\n  n: { driver_opts: { com.docker.network.bridge.name: br-taken } }\ncontainers:\n  c: { networks: [n] }\n');
+    s.write(
+      'a.yaml',
+      'networks:\n  n: { driver_opts: { com.docker.network.bridge.name: br-taken } }\ncontainers:\n  c: { networks: [n] }\n',
+    );
     const r = s.tether('apply', '-f', s.manifests);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/br-taken already exists.*not tether's/);
@@ -85,7 +105,10 @@ describe('reconcile on the kernel', () => {
     s = Sandbox.create({ uplink: false });
     s.write('a.yaml', 'networks:\n  n: {}\ncontainers:\n  c: { networks: [n] }\n');
     s.tetherOk('apply', '-f', s.manifests);
-    const addrs = () => s.ipJson(s.host, 'addr', 'show').flatMap((l: any) => l.addr_info.map((a: any) => `${l.ifname} ${a.local}/${a.prefixlen}`));
+    const addrs = () =>
+      s
+        .ipJson(s.host, 'addr', 'show')
+        .flatMap((l: any) => l.addr_info.map((a: any) => `${l.ifname} ${a.local}/${a.prefixlen}`));
     const hostBefore = addrs();
     s.write('a.yaml', 'networks:\n  n: {}\ncontainers:\n  c: { networks: [nope] }\n');
     const r = s.tether('apply', '-f', s.manifests);
@@ -97,7 +120,10 @@ describe('reconcile on the kernel', () => {
 
   it('destroy leaves nothing of ours, and refuses nothing', () => {
     s = Sandbox.create({ uplink: false });
-    s.write('a.yaml', 'networks:\n  n: {}\ncontainers:\n  a: { networks: [n] }\n  b: {}\n  h: { network_mode: host }\n  z: { network_mode: none }\n');
+    s.write(
+      'a.yaml',
+      'networks:\n  n: {}\ncontainers:\n  a: { networks: [n] }\n  b: {}\n  h: { network_mode: host }\n  z: { network_mode: none }\n',
+    );
     s.tetherOk('apply', '-f', s.manifests);
     expect(s.instanceNetns().sort()).toEqual([s.ns('a'), s.ns('b'), s.ns('z')].sort());
     expect(links(s, s.ns('z'))).toEqual(['lo']);
@@ -127,7 +153,10 @@ describe('reconcile on the kernel', () => {
     s.inNs(s.host, ['true']);
     require('node:child_process').execFileSync('ip', ['netns', 'add', user]);
     try {
-      s.write('a.yaml', `networks:\n  n: {}\ncontainers:\n  att:\n    netns: /run/netns/${user}\n    networks: [n]\n`);
+      s.write(
+        'a.yaml',
+        `networks:\n  n: {}\ncontainers:\n  att:\n    netns: /run/netns/${user}\n    networks: [n]\n`,
+      );
       s.tetherOk('apply', '-f', s.manifests);
       expect(plan(s)).toEqual([]);
       expect(links(s, user)).toEqual(['eth0', 'lo']);

@@ -88,7 +88,8 @@ describe('seed walkthrough on the kernel', () => {
   });
 
   it('every container reaches the uplink, masqueraded to the host address', async () => {
-    for (const c of ['alpine1', 'alpine2', 'alpine3', 'alpine4']) expect(s.ping(s.ns(c), UPLINK_V4)).toBe(true);
+    for (const c of ['alpine1', 'alpine2', 'alpine3', 'alpine4'])
+      expect(s.ping(s.ns(c), UPLINK_V4)).toBe(true);
     // A TCP peer on the uplink reports the source address it sees.
     const peer = tcpPeer(s.uplink, UPLINK_V4, 7777);
     await peer.ready;
@@ -101,6 +102,10 @@ describe('seed walkthrough on the kernel', () => {
     const t = s.nftTable()!;
     const set = (name: string) => t.find((o) => o.set?.name === name)?.set.elem ?? [];
     expect(set('bridges')).toHaveLength(2);
-    expect(set('masq4').map((e: any) => `${e.prefix.addr}/${e.prefix.len}`).sort()).toEqual(['172.17.0.0/16', '172.18.0.0/16']);
+    expect(
+      set('masq4')
+        .map((e: any) => `${e.prefix.addr}/${e.prefix.len}`)
+        .sort(),
+    ).toEqual(['172.17.0.0/16', '172.18.0.0/16']);
   });
 });

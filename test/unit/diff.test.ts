@@ -25,7 +25,13 @@ function world(containers: string[]): KernelState {
   const veths: KernelState['veths'] = {};
   containers.forEach((c, i) => {
     namespaces[c] = ns(c, 'eth0', 'net1', `172.18.0.${i + 2}/16`);
-    (veths as Record<string, unknown>)[`veth${c}`] = { name: `veth${c}`, container: c, network: 'net1', master: 'br1', up: true };
+    (veths as Record<string, unknown>)[`veth${c}`] = {
+      name: `veth${c}`,
+      container: c,
+      network: 'net1',
+      master: 'br1',
+      up: true,
+    };
   });
   return {
     bridges: { br1: { name: 'br1', network: 'net1', addrs: ['172.18.0.1/16'], up: true } },
@@ -79,7 +85,12 @@ describe('diff', () => {
     const want = world(['a']);
     const have: KernelState = {
       ...want,
-      namespaces: { a: { ...want.namespaces.a!, links: { eth0: { ...want.namespaces.a!.links.eth0!, addrs: [], up: false } } } },
+      namespaces: {
+        a: {
+          ...want.namespaces.a!,
+          links: { eth0: { ...want.namespaces.a!.links.eth0!, addrs: [], up: false } },
+        },
+      },
     };
     const p = diff(want, have, T);
     expect(p.actions.map((a) => a.op)).toEqual(['link.set', 'addr.add']);
@@ -107,7 +118,14 @@ describe('diff', () => {
     const p = diff(EMPTY_STATE, world(['a', 'b']), T);
     // 2 veths + 1 bridge + 2 namespaces + 1 table = 6
     expect(p.actions.map((a) => a.op).sort()).toEqual(
-      ['veth.delete', 'veth.delete', 'bridge.delete', 'netns.delete', 'netns.delete', 'nft.table.delete'].sort(),
+      [
+        'veth.delete',
+        'veth.delete',
+        'bridge.delete',
+        'netns.delete',
+        'netns.delete',
+        'nft.table.delete',
+      ].sort(),
     );
   });
 });
