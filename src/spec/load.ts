@@ -1,0 +1,69 @@
+/**
+ * The manifest loader: read → schema → canonical → defaults → consistency, each phase
+ * collecting all of its problems; the first phase with problems stops the load with one
+ * SpecError listing them (sorted by file, line, column). The result is deeply frozen.
+ * See docs/loading.md.
+ */
+import { freeze } from 'immer';
+import { SpecError, type SpecProblem } from '../model/errors.js';
+import type { Spec, SpecWarning } from '../model/spec.js';
+import { canonicalise } from './canonical.js';
+import { checkConsistency } from './consistency.js';
+import { applyDefaults } from './defaults.js';
+import {
+  manifestFiles,
+  type ParsedFile,
+  parseManifests,
+  type ReadResult,
+  readManifests,
+  Sources,
+} from './read.js';
+import { validateSchema } from './schema.js';
+
+/** Load `-f PATH` (a file, or a directory of *.yaml/*.yml files). Throws SpecError. */
+export async function loadSpec(path: string): Promise<Spec> {
+  return finish(await readManifests(path));
+}
+
+/** The same phases over in-memory files (tests, watchers). Throws SpecError. */
+export function loadSpecFromStrings(files: { path: string; text: string }[]): Spec {
+  return finish(parseManifests(files));
+}
+
+function finish(read: ReadResult): Spec {
+  stopOn(read.problems);
+  return build(read.files, read.warnings);
+}
+
+function build(files: readonly ParsedFile[], readWarnings: readonly SpecWarning[]): Spec {
+  const sources = new Sources(files);
+  stopOn(validateSchema(files, sources));
+  const canon = canonicalise(files, sources);
+  stopOn(canon.problems);
+  const defaults = applyDefaults(canon.model, sources, manifestFiles(files));
+  stopOn(defaults.problems);
+  const consistency = checkConsistency(defaults.spec, canon.model, sources);
+  stopOn(consistency.problems);
+  const warnings = sortByPlace([...readWarnings, ...defaults.warnings, ...consistency.warnings]);
+  return freeze({ ...defaults.spec, warnings }, true);
+}
+
+function stopOn(problems: readonly SpecProblem[]): void {
+  if (problems.length > 0) throw new SpecError(sortByPlace(problems));
+}
+
+/** Stable sort by file, line, column; entries without a place come first. */
+export function sortByPlace<T extends { src?: { file: string; line: number; col: number } }>(
+  items: readonly T[],
+): T[] {
+  return items
+    .map((item, i) => ({ item, i }))
+    .sort((x, y) => {
+      const a = x.item.src;
+      const b = y.item.src;
+      if (!a || !b) return (a ? 1 : 0) - (b ? 1 : 0) || x.i - y.i;
+      if (a.file !== b.file) return a.file < b.file ? -1 : 1;
+      return a.line - b.line || a.col - b.col || x.i - y.i;
+    })
+    .map((x) => x.item);
+}
