@@ -45,7 +45,7 @@ function attachedOf(spec: Spec | undefined): Record<string, string> {
 export async function makePlan(engine: Engine, spec: Spec | undefined): Promise<PlanResult> {
   const observation = await observe(engine.nl, { instance: engine.instance, attached: attachedOf(spec) });
   const resolved = spec ? resolve(spec, engine.instance, observation.state, observation.host) : undefined;
-  const desired = resolved ? desiredState(resolved) : EMPTY_STATE;
+  const desired = resolved ? desiredState(resolved, observation.resolvConf) : EMPTY_STATE;
   const plan = diff(desired, observation.state, nftTableName(engine.instance));
   checkClashes(plan, observation, nftTableName(engine.instance));
   return { plan, observation, resolved, desired };

@@ -7,13 +7,17 @@
  *   4. namespace creations
  *   5. host: bridges, addresses, link changes, veth pairs born inside their namespace; sysctls
  *   6. inside containers: loopback, peer set-up, addresses, routes (one `ip -batch` each, in parallel)
- *   7. one atomic nft transaction
+ *   7. files (containers' resolv.conf and hosts) and the resolver process
+ *   8. one atomic nft transaction
  *
  * The first failing phase stops the run with a KernelError naming the action; the
  * next reconcile starts from a fresh observation.
  */
 
+import { rmdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Action, Plan } from '../diff/plan.js';
+import { reloadResolver, stopResolver } from '../dns/service.js';
 import { BRIDGE_FAMILY, elementJson, FAMILY, SETS, skeletonCommands } from '../firewall/rules.js';
 import { mapLimit } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
@@ -22,6 +26,7 @@ import { type NftCommand, nftRun } from '../kernel/nft.js';
 import { writeSysctl } from '../kernel/sysctl.js';
 import { KernelError } from '../model/errors.js';
 import { epAlias, netAlias, nsAlias } from '../model/names.js';
+import { writeText } from '../state/store.js';
 
 export interface ApplyContext {
   readonly instance: string;
@@ -167,7 +172,27 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   }
   writes += await runBatches(post);
 
-  // 7. nftables, one transaction
+  // 7. files and the resolver
+  for (const a of acts) {
+    if (a.op === 'file.write') writeText(a.path, a.content);
+    else if (a.op === 'file.delete') {
+      rmSync(a.path, { force: true });
+      try {
+        rmdirSync(dirname(a.path));
+      } catch {
+        /* not empty yet, or gone */
+      }
+    } else continue;
+    writes++;
+  }
+  for (const a of acts) {
+    if (a.op === 'resolver.reload') await reloadResolver(instance, a.config);
+    else if (a.op === 'resolver.stop') await stopResolver(instance);
+    else continue;
+    writes++;
+  }
+
+  // 8. nftables, one transaction
   const tx = nftTransaction(acts);
   if (process.env.TETHER_DUMP_NFT)
     (await import('node:fs')).writeFileSync(process.env.TETHER_DUMP_NFT, JSON.stringify({ nftables: tx }));

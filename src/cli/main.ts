@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { renderJson, renderText } from '../diff/render.js';
+import { serveDns } from '../dns/serve.js';
 import { applyPlan, type Engine, makePlan, openEngine } from '../engine.js';
 import { run } from '../kernel/exec.js';
 import { nftVersion } from '../kernel/nft.js';
@@ -326,6 +327,10 @@ export function buildProgram(): Command {
     .argument('<container>')
     .argument('<cmd...>', 'the command, after --')
     .action((c, argv, _o, cmd) => cmdExec(c, argv, globals(cmd)));
+  program
+    .command('dns-serve', { hidden: true })
+    .description('the embedded DNS resolver process (started by apply)')
+    .action((_o, cmd) => serveDns(globals(cmd).instance).then(() => new Promise<never>(() => {})));
   const network = program.command('network').description('Docker-shaped network listing and inspection');
   network
     .command('ls')

@@ -1,6 +1,23 @@
 /** The desired KernelState, derived from the resolved world. Pure. */
 
+import { dnsWorld } from '../dns/config.js';
 import { desiredSets } from '../firewall/elements.js';
+
+/** JSON with sorted keys, two-space indented: the resolver config as written to disk. */
+export function canonicalJson(v: unknown): string {
+  const sort = (x: unknown): unknown =>
+    Array.isArray(x)
+      ? x.map(sort)
+      : x && typeof x === 'object'
+        ? Object.fromEntries(
+            Object.keys(x)
+              .sort()
+              .map((k) => [k, sort((x as Record<string, unknown>)[k])]),
+          )
+        : x;
+  return `${JSON.stringify(sort(v), null, 2)}\n`;
+}
+
 import { skeletonFingerprint } from '../firewall/rules.js';
 import { addrOf } from '../model/ip.js';
 import type { Resolved } from '../model/resolved.js';
@@ -21,7 +38,7 @@ export function usedNetworks(r: Resolved): Set<string> {
   return used;
 }
 
-export function desiredState(r: Resolved): KernelState {
+export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
   const used = usedNetworks(r);
   const bridges: Record<string, BridgeState> = {};
   const bridgeOf: Record<string, string> = {};
@@ -85,11 +102,14 @@ export function desiredState(r: Resolved): KernelState {
   for (const b of Object.values(bridges))
     if (b.addrs.some((a) => !a.includes(':'))) sysctls[`net.ipv4.conf.${b.name}.route_localnet`] = '1';
   const any = Object.keys(bridges).length > 0;
+  const dns = dnsWorld(r, hostResolvConf);
   return {
     bridges,
     veths,
     namespaces,
     sysctls,
+    files: dns.files,
+    resolver: dns.config ? { config: canonicalJson(dns.config), running: true } : undefined,
     nft: any
       ? { skeleton: skeletonFingerprint(), sets: desiredSets(r, new Set(Object.keys(bridges))) }
       : { sets: {} },

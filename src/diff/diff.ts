@@ -176,7 +176,26 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
       for (const key of minus(want, have)) nft.push({ op: 'nft.element.add', table, set, key });
     }
   }
-  return { actions: [...del, ...add, ...nft] };
+  // Files (resolv.conf, hosts) and the resolver: after the kernel objects they describe.
+  const rest: Action[] = [];
+  for (const path of keys(actual.files)) if (!(path in desired.files)) rest.push({ op: 'file.delete', path });
+  for (const path of keys(desired.files)) {
+    if (actual.files[path] !== desired.files[path])
+      rest.push({ op: 'file.write', path, content: desired.files[path]! });
+  }
+  const dr = desired.resolver;
+  const ar = actual.resolver;
+  if (!dr) {
+    if (ar) rest.push({ op: 'resolver.stop' });
+  } else if (!ar || !ar.running || ar.config !== dr.config) {
+    rest.push({
+      op: 'resolver.reload',
+      config: dr.config,
+      networks: (JSON.parse(dr.config) as { networks: unknown[] }).networks.length,
+      start: !ar?.running,
+    });
+  }
+  return { actions: [...del, ...add, ...nft, ...rest] };
 }
 
 function isLinkDying(

@@ -32,7 +32,11 @@ export type Action =
       dev: string;
     }
   | { op: 'nft.table.create' | 'nft.table.replace' | 'nft.table.delete'; table: string }
-  | { op: 'nft.element.add' | 'nft.element.delete'; table: string; set: string; key: string };
+  | { op: 'nft.element.add' | 'nft.element.delete'; table: string; set: string; key: string }
+  | { op: 'file.write'; path: string; content: string }
+  | { op: 'file.delete'; path: string }
+  | { op: 'resolver.reload'; config: string; networks: number; start: boolean }
+  | { op: 'resolver.stop' };
 
 export interface LinkChange {
   mtu?: number;

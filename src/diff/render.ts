@@ -43,6 +43,14 @@ export function describe(a: Action): string {
       return `+ nft element ${a.key} in @${a.set}`;
     case 'nft.element.delete':
       return `- nft element ${a.key} in @${a.set}`;
+    case 'file.write':
+      return `~ file ${a.path}`;
+    case 'file.delete':
+      return `- file ${a.path}`;
+    case 'resolver.reload':
+      return `${a.start ? '+' : '~'} dns resolver for ${a.networks} network${a.networks === 1 ? '' : 's'} (${a.start ? 'start' : 'reload'})`;
+    case 'resolver.stop':
+      return '- dns resolver';
   }
 }
 

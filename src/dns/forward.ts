@@ -56,9 +56,16 @@ export function udpExchange(query: Buffer, up: Upstream, opts: ExchangeOptions):
     });
     try {
       sock.connect(up.port, up.host, () => {
-        sock.send(wire, (err) => {
-          if (err) finish({ ok: false, error: err.message });
-        });
+        // The exchange may have ended (timeout, abort) before connect completed: a send on
+        // a closed socket throws from inside this callback, which would end the process.
+        if (done) return;
+        try {
+          sock.send(wire, (err) => {
+            if (err) finish({ ok: false, error: err.message });
+          });
+        } catch (e) {
+          finish({ ok: false, error: e instanceof Error ? e.message : String(e) });
+        }
       });
     } catch (e) {
       finish({ ok: false, error: e instanceof Error ? e.message : String(e) });

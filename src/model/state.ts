@@ -69,6 +69,12 @@ export interface NftState {
   readonly tables?: { readonly inet: boolean; readonly bridge: boolean };
 }
 
+/** The embedded resolver: its configuration (canonical JSON) and whether it serves it. */
+export interface ResolverState {
+  readonly config: string;
+  readonly running: boolean;
+}
+
 export interface KernelState {
   readonly bridges: Readonly<Record<string, BridgeState>>;
   readonly veths: Readonly<Record<string, VethState>>;
@@ -76,6 +82,10 @@ export interface KernelState {
   /** sysctls of the host namespace tether manages: key → value. Desired lists only keys it wants. */
   readonly sysctls: Readonly<Record<string, string>>;
   readonly nft: NftState;
+  /** Files tether writes (containers' resolv.conf and hosts): path → content. */
+  readonly files: Readonly<Record<string, string>>;
+  /** Absent: no resolver wanted / none present. */
+  readonly resolver?: ResolverState;
 }
 
 export const EMPTY_STATE: KernelState = Object.freeze({
@@ -84,4 +94,5 @@ export const EMPTY_STATE: KernelState = Object.freeze({
   namespaces: {},
   sysctls: {},
   nft: { sets: {} },
+  files: {},
 });

@@ -10,8 +10,11 @@
  * Filtered out by rule: IPv6 link-local addresses (fe80::/10, kernel-made), routes
  * other than default routes in the main table of container namespaces.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { netnsEtc } from '../dns/config.js';
+import { observeResolver } from '../dns/service.js';
 import { BRIDGE_FAMILY, FAMILY, parseNft } from '../firewall/rules.js';
 import { mapLimit } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
@@ -32,6 +35,8 @@ import type { HostFacts } from '../spec/ipam.js';
 
 export interface Observation {
   readonly state: KernelState;
+  /** The host's /etc/resolv.conf (containers' resolv.conf and the resolver's upstreams derive from it). */
+  readonly resolvConf: string;
   readonly host: HostFacts;
   /** Names that exist but are not ours: a plan that wants them is a clash. */
   readonly foreign: {
@@ -46,15 +51,38 @@ export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwar
 
 const isLinkLocal = (cidr: string) => /^fe[89ab][0-9a-f]:/i.test(cidr);
 
-function nameservers(): string[] {
+function hostResolvConf(): string {
   try {
-    return readFileSync('/etc/resolv.conf', 'utf8')
-      .split('\n')
-      .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
-      .filter((x): x is string => !!x && !x.includes('%'));
+    return readFileSync('/etc/resolv.conf', 'utf8');
   } catch {
-    return [];
+    return '';
   }
+}
+
+function nameservers(text: string): string[] {
+  return text
+    .split('\n')
+    .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
+    .filter((x): x is string => !!x && !x.includes('%'));
+}
+
+/** resolv.conf and hosts files of the instance's directories under /etc/netns (tether writes no others). */
+function ownFiles(instance: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const base = netnsEtc();
+  if (!existsSync(base)) return out;
+  for (const d of readdirSync(base)) {
+    if (!d.startsWith(`${instance}-`)) continue;
+    for (const f of ['resolv.conf', 'hosts']) {
+      const p = join(base, d, f);
+      try {
+        out[p] = readFileSync(p, 'utf8');
+      } catch {
+        /* absent */
+      }
+    }
+  }
+  return out;
 }
 
 function ephemeralRange(): [number, number] {
@@ -124,7 +152,8 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
     if (byIndex.get(a.index)?.name === 'lo') continue;
     (a.family === 4 ? reserved4 : reserved6).add(maskedCidr(a.cidr));
   }
-  for (const ns of nameservers()) {
+  const resolvConf = hostResolvConf();
+  for (const ns of nameservers(resolvConf)) {
     if (ns.includes(':')) reserved6.add(`${ns}/128`);
     else reserved4.add(`${ns}/32`);
   }
@@ -178,7 +207,16 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
   }
 
   return {
-    state: { bridges, veths, namespaces, sysctls, nft: parseNft(inetTable, bridgeTable) },
+    state: {
+      bridges,
+      veths,
+      namespaces,
+      sysctls,
+      nft: parseNft(inetTable, bridgeTable),
+      files: ownFiles(instance),
+      resolver: observeResolver(instance),
+    },
+    resolvConf,
     host: {
       reserved4: [...reserved4].sort(),
       reserved6: [...reserved6].sort(),

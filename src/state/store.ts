@@ -30,12 +30,16 @@ export function readJson<T>(file: string): T | undefined {
   }
 }
 
-/** Write atomically (temp file + rename). */
-export function writeJson(file: string, value: unknown): void {
+/** Write atomically (temp file + rename), creating the directory. */
+export function writeText(file: string, text: string): void {
   mkdirSync(join(file, '..'), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
+  writeFileSync(tmp, text);
   renameSync(tmp, file);
+}
+
+export function writeJson(file: string, value: unknown): void {
+  writeText(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 function alive(pid: number): boolean {

@@ -11,7 +11,15 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -200,6 +208,18 @@ export class Sandbox {
       'destroy',
     ]);
     for (const n of this.instanceNetns()) sh('ip', ['netns', 'del', n]);
+    // The resolver this instance started, if destroy could not stop it (by its recorded pid).
+    const pidFile = join(this.dir, 'run', this.instance, 'dns.pid');
+    if (existsSync(pidFile)) {
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      const cmd = existsSync(`/proc/${pid}/cmdline`) ? readFileSync(`/proc/${pid}/cmdline`, 'utf8') : '';
+      if (pid && cmd.includes('dns-serve') && cmd.includes(this.instance)) process.kill(pid, 'SIGKILL');
+    }
+    if (existsSync('/etc/netns')) {
+      for (const d of readdirSync('/etc/netns'))
+        if (d.startsWith(`${this.instance}-`))
+          rmSync(join('/etc/netns', d), { recursive: true, force: true });
+    }
     if (this.hasUplink) sh('ip', ['netns', 'del', this.uplink]);
     sh('ip', ['netns', 'del', this.host]);
     rmSync(this.dir, { recursive: true, force: true });

@@ -39,6 +39,7 @@ function world(containers: string[]): KernelState {
     namespaces,
     sysctls: { 'net.ipv4.ip_forward': '1' },
     nft: { skeleton: 'S', sets: { bridges: ['br1'], masq4: ['172.18.0.0/16'] } },
+    files: {},
   };
 }
 

@@ -1,0 +1,88 @@
+/**
+ * What DNS should look like for a resolved world (pure):
+ * - the embedded resolver's configuration: one listener per user-defined network's
+ *   gateway address(es), the names each endpoint registers there (container name,
+ *   aliases, hostname), and the upstreams (daemon `dns:`, else the host's resolvers);
+ * - each tether-made namespace's resolv.conf and hosts under /etc/netns/<netns>/, which
+ *   `ip netns exec` (and `tether exec`) bind-mount over /etc.
+ * The default bridge has no embedded DNS (Docker's legacy behaviour).
+ */
+import { join } from 'node:path';
+import type { Resolved } from '../model/resolved.js';
+import { parseResolvConf, renderHosts, renderResolvConf } from './files.js';
+import type { DnsConfig } from './records.js';
+
+export const netnsEtc = () => process.env.TETHER_NETNS_ETC ?? '/etc/netns';
+
+export interface DnsWorld {
+  /** Undefined when no user-defined network needs a resolver. */
+  readonly config?: DnsConfig;
+  /** Absolute path → file content. */
+  readonly files: Readonly<Record<string, string>>;
+}
+
+export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
+  const networks: DnsConfig['networks'] = [];
+  for (const n of Object.values(r.networks)) {
+    if (n.spec.isDefault) continue;
+    const listen = [n.v4?.onBridge ? n.v4.gateway : undefined, n.v6?.gateway].filter((x): x is string => !!x);
+    if (!listen.length) continue;
+    networks.push({
+      name: n.name,
+      listen,
+      subnets: [n.v4?.subnet, n.v6?.subnet].filter((x): x is string => !!x),
+    });
+  }
+  const served = new Set(networks.map((n) => n.name));
+  const endpoints: DnsConfig['endpoints'] = [];
+  for (const c of Object.values(r.containers)) {
+    for (const e of c.endpoints) {
+      if (!served.has(e.network)) continue;
+      const names = [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])];
+      endpoints.push({
+        container: c.name,
+        network: e.network,
+        names: [...new Set(names)],
+        ipv4: e.ipv4,
+        ipv6: e.ipv6,
+      });
+    }
+  }
+  const host = parseResolvConf(hostResolvConf);
+  const upstreams = r.spec.daemon.dns.length ? [...r.spec.daemon.dns] : host.nameservers;
+
+  const files: Record<string, string> = {};
+  const hostGateway = r.networks.bridge?.v4?.gateway;
+  for (const c of Object.values(r.containers)) {
+    if (!c.netnsName) continue;
+    const dnsEp = [...c.endpoints]
+      .sort((a, b) => Number(b.isGateway4) - Number(a.isGateway4))
+      .find((e) => served.has(e.network));
+    const resolverIp = dnsEp && networks.find((n) => n.name === dnsEp.network)!.listen[0];
+    const ipv6 = c.endpoints.some((e) => e.ipv6);
+    const dir = join(netnsEtc(), c.netnsName);
+    files[join(dir, 'resolv.conf')] = renderResolvConf({
+      nameservers: resolverIp ? [resolverIp] : [...(c.spec.dns.length ? c.spec.dns : r.spec.daemon.dns)],
+      search: c.spec.dnsSearch.length ? [...c.spec.dnsSearch] : [...r.spec.daemon.dnsSearch],
+      options: c.spec.dnsOpt.length ? [...c.spec.dnsOpt] : [...r.spec.daemon.dnsOpts],
+      embedded: !!resolverIp,
+      hostResolvConf,
+      ipv6,
+    });
+    files[join(dir, 'hosts')] = renderHosts({
+      hostname: c.spec.hostname ?? c.id.slice(0, 12),
+      addresses: c.endpoints.flatMap((e) => [e.ipv4, e.ipv6]).filter((x): x is string => !!x),
+      // `host-gateway` is the default bridge's gateway, as in Docker.
+      extraHosts: c.spec.extraHosts.map((h) => ({
+        host: h.host,
+        ip: h.ip === 'host-gateway' ? (hostGateway ?? h.ip) : h.ip,
+      })),
+      ipv6,
+      containerName: c.name,
+    });
+  }
+  return {
+    config: networks.length ? { networks, endpoints, upstreams } : undefined,
+    files,
+  };
+}

@@ -1,0 +1,49 @@
+/** `tether dns-serve`: the resolver process started by apply (see service.ts). */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { sha256hex } from '../model/names.js';
+import type { DnsConfig } from './records.js';
+import { startResolver } from './server.js';
+import { dnsFiles } from './service.js';
+
+export async function serveDns(instance: string): Promise<void> {
+  const f = dnsFiles(instance);
+  const log = (level: string, msg: string, data?: Record<string, unknown>) =>
+    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...data })}\n`);
+  const load = () => {
+    const text = readFileSync(f.config, 'utf8');
+    return { cfg: JSON.parse(text) as DnsConfig, hash: sha256hex(text) };
+  };
+  // A resolver must outlive a bug in one query's handling: log it and keep serving.
+  process.on('uncaughtException', (e) =>
+    log('error', 'uncaught exception', { error: String(e?.stack ?? e) }),
+  );
+  process.on('unhandledRejection', (e) => log('error', 'unhandled rejection', { error: String(e) }));
+  let { cfg, hash } = load();
+  const resolver = await startResolver(cfg, { port: Number(process.env.TETHER_DNS_PORT ?? 53), log });
+  writeFileSync(f.pid, String(process.pid));
+  writeFileSync(f.loaded, hash);
+  log('info', 'resolver ready', {
+    listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),
+  });
+  let chain = Promise.resolve();
+  process.on('SIGHUP', () => {
+    chain = chain.then(async () => {
+      try {
+        ({ cfg, hash } = load());
+        await resolver.reload(cfg);
+        writeFileSync(f.loaded, hash);
+        log('info', 'resolver reloaded', {
+          listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),
+        });
+      } catch (e) {
+        log('error', 'reload failed; keeping the previous configuration', { error: String(e) });
+      }
+    });
+  });
+  const stop = async () => {
+    await resolver.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}

@@ -1,0 +1,129 @@
+/**
+ * Container DNS with real clients (dig, getent, ping) in container namespaces, against
+ * tether's resolver started by a one-shot apply, with a fake upstream in the uplink
+ * namespace (203.0.113.1) standing for the internet's resolvers.
+ *
+ * Conventions: container subnets from tether's pools (alpine-net 172.18.0.0/16, the
+ * default bridge 172.17.0.0/16); outside addresses from 203.0.113.0/24 and 192.0.2.0/24.
+ */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Background, startInNs } from '../helpers/process.js';
+import { ROOT, Sandbox, UPLINK_V4 } from '../helpers/sandbox.js';
+
+const MANIFEST = `
+daemon:
+  dns: [${UPLINK_V4}]
+networks:
+  alpine-net: {}
+  other: {}
+containers:
+  alpine1: { networks: [alpine-net] }
+  alpine2: { networks: [alpine-net] }
+  alpine3: {}
+  alpine4: { networks: [alpine-net, bridge] }
+  web1:
+    hostname: webhost
+    networks: { alpine-net: { aliases: [www] } }
+    extra_hosts: ["gateway.local:172.18.0.1"]
+  web2:
+    networks: { alpine-net: { aliases: [www] } }
+  stranger: { networks: [other] }
+`;
+
+describe('container DNS on the kernel', () => {
+  let s: Sandbox;
+  let upstream: Background;
+  const dig = (c: string, ...args: string[]) =>
+    s.inNs(s.ns(c), ['dig', '+time=2', '+tries=1', ...args]).stdout;
+  const short = (c: string, ...args: string[]) =>
+    dig(c, '+short', ...args)
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .sort();
+  const status = (c: string, ...args: string[]) => /status: (\w+)/.exec(dig(c, ...args))?.[1];
+
+  beforeAll(async () => {
+    s = Sandbox.create();
+    upstream = startInNs(s.uplink, ['node', join(ROOT, 'test/helpers/dns-upstream.cjs'), UPLINK_V4]);
+    await upstream.ready;
+    s.write('m.yaml', MANIFEST);
+    s.tetherOk('apply', '-f', s.manifests);
+  });
+  afterAll(async () => {
+    upstream?.stop();
+    await s?.teardown();
+  });
+
+  it('resolves the seed walkthrough by name: alpine1 reaches alpine2 and alpine4, not alpine3', () => {
+    expect(s.inNs(s.ns('alpine1'), ['ping', '-c1', '-W1', 'alpine2']).code).toBe(0);
+    expect(s.inNs(s.ns('alpine1'), ['ping', '-c1', '-W1', 'alpine4']).code).toBe(0);
+    const r = s.inNs(s.ns('alpine1'), ['ping', '-c1', '-W1', 'alpine3']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/alpine3/);
+    // alpine4 reaches alpine3 only by IP; alpine3 (default bridge) resolves no container names.
+    expect(s.inNs(s.ns('alpine4'), ['getent', 'hosts', 'alpine3']).code).not.toBe(0);
+    expect(s.ping(s.ns('alpine4'), '172.17.0.2')).toBe(true);
+    expect(s.inNs(s.ns('alpine3'), ['getent', 'hosts', 'alpine1']).code).not.toBe(0);
+  });
+
+  it('answers names, aliases and hostnames, all holders of a shared alias, and PTR', () => {
+    expect(short('alpine1', 'alpine2')).toEqual(['172.18.0.3']);
+    const web = [...short('alpine1', 'web1'), ...short('alpine1', 'web2')].sort();
+    expect(short('alpine1', 'www')).toEqual(web);
+    expect(short('alpine1', 'webhost')).toEqual(short('alpine1', 'web1'));
+    expect(short('alpine1', '-x', '172.18.0.3')).toEqual(['alpine2.']);
+    expect(short('alpine1', 'ALPINE2')).toEqual(['172.18.0.3']);
+  });
+
+  it('scopes names to shared networks: other networks give NXDOMAIN', () => {
+    expect(status('alpine1', 'stranger')).toBe('NXDOMAIN');
+    expect(status('stranger', 'alpine1')).toBe('NXDOMAIN');
+  });
+
+  it('forwards other names upstream over UDP and TCP, passing NXDOMAIN back', () => {
+    expect(short('alpine1', 'example.test')).toEqual(['192.0.2.80']);
+    expect(short('alpine1', '+tcp', 'example.test')).toEqual(['192.0.2.80']);
+    expect(status('alpine1', 'nothing.test')).toBe('NXDOMAIN');
+    expect(s.inNs(s.ns('alpine1'), ['getent', 'hosts', 'example.test']).stdout).toMatch(/192\.0\.2\.80/);
+  });
+
+  it('writes resolv.conf and hosts that ip netns exec shows', () => {
+    const rc = s.inNs(s.ns('alpine1'), ['cat', '/etc/resolv.conf']).stdout;
+    expect(rc).toMatch(/^nameserver 172\.18\.0\.1$/m);
+    expect(rc).toMatch(/ndots:0/);
+    const rc3 = s.inNs(s.ns('alpine3'), ['cat', '/etc/resolv.conf']).stdout;
+    expect(rc3).toMatch(new RegExp(`^nameserver ${UPLINK_V4.replace(/\./g, '\\.')}$`, 'm'));
+    const hosts = s.inNs(s.ns('web1'), ['cat', '/etc/hosts']).stdout;
+    expect(hosts).toMatch(/^172\.18\.0\.1\tgateway\.local$/m);
+    expect(hosts).toMatch(/\twebhost web1$/m);
+    expect(s.tetherOk('exec', 'web1', '--', 'getent', 'hosts', 'gateway.local')).toMatch(/172\.18\.0\.1/);
+  });
+
+  it('refuses queries from outside the network', () => {
+    s.inNs(s.uplink, ['ip', 'route', 'add', '172.18.0.0/16', 'via', '203.0.113.2']);
+    const out = s.inNs(s.uplink, ['dig', '+time=2', '+tries=1', '@172.18.0.1', 'alpine1']).stdout;
+    expect(out).toMatch(/status: REFUSED/);
+  });
+
+  it('survives malformed packets', () => {
+    s.inNs(s.ns('alpine1'), ['bash', '-c', 'printf "\\x00\\x01garbage" > /dev/udp/172.18.0.1/53']);
+    expect(short('alpine1', 'alpine2')).toEqual(['172.18.0.3']);
+  });
+
+  it('answers SERVFAIL in bounded time when the upstream is gone', () => {
+    upstream.stop();
+    const t0 = Date.now();
+    expect(status('alpine1', 'example.test')).toBe('SERVFAIL');
+    expect(Date.now() - t0).toBeLessThan(4000);
+  });
+
+  it('plan is empty after apply; destroy stops the resolver and removes the files', () => {
+    expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
+    s.tetherOk('destroy');
+    expect(s.inNs(s.host, ['ss', '-lun']).stdout).not.toMatch(/:53\b/);
+    expect(readdirSync('/etc/netns').filter((d: string) => d.startsWith(`${s.instance}-`))).toEqual([]);
+  });
+});
