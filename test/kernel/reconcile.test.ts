@@ -37,9 +37,11 @@ describe('reconcile on the kernel', () => {
     // c0 sorts before c1 and would take .2 if addresses were handed out afresh.
     s.write('b.yaml', 'containers:\n  c0: { networks: [web] }\n');
     const p = plan(s);
-    // netns + veth + address + route = 4, all c0's
-    expect(p).toHaveLength(4);
-    for (const a of p) expect(a.container).toBe('c0');
+    // netns + veth + address + route + resolv.conf + hosts = 6, all c0's,
+    // and the resolver reloaded with c0's name = 7
+    expect(p).toHaveLength(7);
+    for (const a of p.filter((x) => x.op !== 'resolver.reload')) expect(a.container ?? a.path).toMatch(/c0/);
+    expect(p.filter((x) => x.op === 'resolver.reload')).toHaveLength(1);
     s.tetherOk('apply', '-f', s.manifests);
     expect(plan(s)).toEqual([]);
     expect(s.ipJson(s.ns('c1'), 'addr', 'show', 'dev', 'eth0')[0].addr_info[0].local).toBe(ip1);
@@ -60,9 +62,13 @@ describe('reconcile on the kernel', () => {
     const p = plan(s);
     const ops = p.map((a) => a.op).sort();
     // veth of app on back, bridge of back, its 4 set elements (bridges, samebridge,
-    // subnets4, masq4), and app's default route moves to front ("back" < "front" had it) = 7
+    // subnets4, masq4), app's default route moves to front ("back" < "front" had it),
+    // app's resolv.conf (the resolver is now front's gateway) and hosts, the resolver = 10
     expect(ops).toEqual(
       [
+        'file.write',
+        'file.write',
+        'resolver.reload',
         'bridge.delete',
         'nft.element.delete',
         'nft.element.delete',

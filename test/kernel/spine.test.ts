@@ -58,7 +58,10 @@ describe('seed walkthrough on the kernel', () => {
     expect(ops('nft.table.create')).toBe(1);
     // bridges ×2, samebridge ×2, subnets4 ×2, masq4 ×2
     expect(ops('nft.element.add')).toBe(8);
-    expect(before.actions.length).toBe(3 + 4 + 2 + 5 + 7 + 4 + 1 + 8);
+    // resolv.conf + hosts for 4 containers, and the resolver for alpine-net
+    expect(ops('file.write')).toBe(8);
+    expect(ops('resolver.reload')).toBe(1);
+    expect(before.actions.length).toBe(3 + 4 + 2 + 5 + 7 + 4 + 1 + 8 + 8 + 1);
     expect(after).toEqual([]);
   });
 
