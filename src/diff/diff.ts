@@ -76,11 +76,6 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   }
 
   // Creations and updates.
-  for (const k of keys(desired.sysctls)) {
-    const want = desired.sysctls[k]!;
-    if (actual.sysctls[k] !== want)
-      add.push({ op: 'sysctl.set', key: k, value: want, from: actual.sysctls[k] });
-  }
   for (const c of keys(desired.namespaces)) {
     const d = desired.namespaces[c]!;
     if (d.attached || !d.netnsName) continue;
@@ -99,6 +94,11 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
       if (Object.keys(change).length) add.push({ op: 'link.set', name: b, change });
     }
     for (const cidr of fresh ? d.addrs : minus(d.addrs, a!.addrs)) add.push({ op: 'addr.add', dev: b, cidr });
+  }
+  // sysctls after the bridges they may name (route_localnet is per bridge)
+  for (const k of keys(desired.sysctls)) {
+    const want = desired.sysctls[k]!;
+    if (actual.sysctls[k] !== want) add.push({ op: 'sysctl.set', key: k, value: want, from: actual.sysctls[k] });
   }
   for (const v of keys(desired.veths)) {
     const d = desired.veths[v]!;
@@ -181,7 +181,7 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   for (const path of keys(actual.files)) if (!(path in desired.files)) rest.push({ op: 'file.delete', path });
   for (const path of keys(desired.files)) {
     if (actual.files[path] !== desired.files[path])
-      rest.push({ op: 'file.write', path, content: desired.files[path]! });
+      rest.push({ op: 'file.write', path, content: desired.files[path]!, exists: path in actual.files });
   }
   const dr = desired.resolver;
   const ar = actual.resolver;

@@ -33,7 +33,7 @@ export type Action =
     }
   | { op: 'nft.table.create' | 'nft.table.replace' | 'nft.table.delete'; table: string }
   | { op: 'nft.element.add' | 'nft.element.delete'; table: string; set: string; key: string }
-  | { op: 'file.write'; path: string; content: string }
+  | { op: 'file.write'; path: string; content: string; exists: boolean }
   | { op: 'file.delete'; path: string }
   | { op: 'resolver.reload'; config: string; networks: number; start: boolean }
   | { op: 'resolver.stop' };

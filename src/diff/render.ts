@@ -44,7 +44,7 @@ export function describe(a: Action): string {
     case 'nft.element.delete':
       return `- nft element ${a.key} in @${a.set}`;
     case 'file.write':
-      return `~ file ${a.path}`;
+      return `${a.exists ? '~' : '+'} file ${a.path}`;
     case 'file.delete':
       return `- file ${a.path}`;
     case 'resolver.reload':

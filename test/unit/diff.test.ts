@@ -54,10 +54,10 @@ describe('diff', () => {
     // sysctl 1 + netns 1 + bridge 1 + bridge addr 1 + veth 1 + ctr addr 1 + route 1
     // + nft table 1 + elements 2 = 10
     expect(p.actions.map((a) => a.op)).toEqual([
-      'sysctl.set',
       'netns.create',
       'bridge.create',
       'addr.add',
+      'sysctl.set',
       'veth.create',
       'addr.add',
       'route.add',
