@@ -7,7 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Sandbox } from '../helpers/sandbox.js';
+import { ROOT, Sandbox } from '../helpers/sandbox.js';
 
 const require = createRequire(import.meta.url);
 
@@ -170,6 +170,26 @@ describe('reconcile on the kernel', () => {
       expect(links(s, user)).toEqual(['lo']);
     } finally {
       require('node:child_process').execFileSync('ip', ['netns', 'del', user]);
+    }
+  });
+});
+
+describe('the instance lock', () => {
+  it('serializes concurrent applies of one instance: both succeed, the result is converged', async () => {
+    const s = Sandbox.create({ uplink: false });
+    try {
+      s.write('a.yaml', 'networks:\n  n: {}\ncontainers:\n  a: { networks: [n] }\n  b: { networks: [n] }\n');
+      const { spawn } = await import('node:child_process');
+      const run = () =>
+        new Promise<number>((res) => {
+          const p = spawn('nsenter', [`--net=/run/netns/${s.host}`, 'env', `TETHER_STATE_DIR=${s.dir}/state`, `TETHER_RUN_DIR=${s.dir}/run`, `${ROOT}/bin/tether`, '--instance', s.instance, 'apply', '-f', s.manifests], { stdio: 'ignore' });
+          p.on('exit', (c) => res(c ?? 1));
+        });
+      expect(await Promise.all([run(), run()])).toEqual([0, 0]);
+      expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
+      expect(s.instanceNetns()).toHaveLength(2);
+    } finally {
+      await s.teardown();
     }
   });
 });
