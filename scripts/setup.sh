@@ -24,3 +24,17 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
   echo "setup: installing npm packages (npm ci)" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+# The setns addon (native/setns.c): lets tether read container namespaces in-process.
+# Optional: without a C compiler or Node's headers tether falls back to one `ip` process
+# per namespace.
+addon=native/build/setns.node
+if [[ ! -f $addon || native/setns.c -nt $addon ]]; then
+  inc=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")/include/node
+  if command -v cc >/dev/null && [[ -f $inc/node_api.h ]]; then
+    mkdir -p native/build
+    cc -shared -fPIC -O2 -I"$inc" native/setns.c -o "$addon.tmp" && mv -f "$addon.tmp" "$addon"
+  else
+    echo "setup: no C compiler or Node headers: container namespaces will be read with ip (slower)" >&2
+  fi
+fi

@@ -4,7 +4,8 @@
  * then fail: observe never plans from a partial view. Writes pass CREATE|EXCL
  * explicitly (the package adds no flags).
  */
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import * as nl from 'netlink';
 import { KernelError } from '../model/errors.js';
 
@@ -118,8 +119,9 @@ function wrap(op: string, e: unknown): KernelError {
 
 export class HostNetlink {
   private readonly sock: RtSocket;
-  constructor() {
-    this.sock = nl.createRtNetlink();
+  /** A socket in this process's namespace, or one made elsewhere (see openInNamespace). */
+  constructor(sock?: RtSocket) {
+    this.sock = sock ?? nl.createRtNetlink();
   }
 
   close(): void {
@@ -339,3 +341,52 @@ export class HostNetlink {
 }
 
 export { ipBuffer, ipString };
+
+interface SetnsAddon {
+  setns(fd: number): void;
+}
+let addon: SetnsAddon | null | undefined;
+
+/** The setns addon (native/setns.c, built by scripts/setup.sh), or null when unavailable. */
+function setnsAddon(): SetnsAddon | null {
+  if (addon === undefined) {
+    try {
+      const require = createRequire(import.meta.url);
+      const candidates = [
+        new URL('../../native/build/setns.node', import.meta.url),
+        new URL('../native/build/setns.node', import.meta.url),
+      ];
+      const found = candidates.find((u) => existsSync(u));
+      addon = found ? (require(found.pathname) as SetnsAddon) : null;
+    } catch {
+      addon = null;
+    }
+  }
+  return addon;
+}
+
+/**
+ * An rtnetlink handle inside the namespace at `path`: enter it, create the socket,
+ * return (a socket stays bound to the namespace it was created in). Undefined when the
+ * setns addon is not built; callers then fall back to `ip`.
+ */
+export function openInNamespace(path: string): HostNetlink | undefined {
+  const a = setnsAddon();
+  if (!a) return undefined;
+  const home = openSync('/proc/thread-self/ns/net', 'r');
+  let target: number | undefined;
+  try {
+    target = openSync(path, 'r');
+    a.setns(target);
+    try {
+      return new HostNetlink(nl.createRtNetlink());
+    } finally {
+      a.setns(home);
+    }
+  } catch (e) {
+    throw new KernelError(`open netlink in ${path}`, (e as Error).message, 'not-found');
+  } finally {
+    closeSync(home);
+    if (target !== undefined) closeSync(target);
+  }
+}

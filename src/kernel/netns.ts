@@ -7,6 +7,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { KernelError } from '../model/errors.js';
 import { mustRun, run } from './exec.js';
+import { openInNamespace } from './netlink.js';
 
 export const NETNS_DIR = '/run/netns';
 
@@ -57,8 +58,50 @@ function parseJsonLines(text: string): unknown[] {
     .map((l) => JSON.parse(l) as unknown);
 }
 
-/** Links with their addresses and all routes of the namespace at `path`, in one process. */
+/**
+ * Links with their addresses and the routes of the namespace at `path`: in-process over
+ * netlink when the setns addon is built (≈ 0.3 ms a namespace), else one `ip` process.
+ */
 export async function readNs(path: string): Promise<NsView> {
+  const h = openInNamespace(path);
+  if (!h) return readNsWithIp(path);
+  try {
+    const [links, addrs, routes] = [await h.links(), await h.addrs(), await h.routes()];
+    const name = new Map(links.map((l) => [l.index, l.name]));
+    return {
+      links: links.map((l) => ({
+        ifindex: l.index,
+        ifname: l.name,
+        ifalias: l.alias,
+        flags: l.up ? ['UP'] : [],
+        mtu: l.mtu ?? 0,
+        address: l.mac,
+        addr_info: addrs
+          .filter((a) => a.index === l.index)
+          .map((a) => ({
+            family: a.family === 6 ? 'inet6' : 'inet',
+            local: a.cidr.split('/')[0]!,
+            prefixlen: Number(a.cidr.split('/')[1]),
+            scope: a.scope === 253 ? 'link' : a.scope === 254 ? 'host' : 'global',
+          })),
+      })),
+      routes: routes
+        .filter((r) => r.table === 254)
+        .map((r) => ({
+          type: r.type.toLowerCase(),
+          dst: r.dstLen === 0 ? 'default' : `${r.dst}/${r.dstLen}`,
+          gateway: r.gateway,
+          dev: r.oif === undefined ? undefined : name.get(r.oif),
+          table: 'main',
+        })),
+    };
+  } finally {
+    h.close();
+  }
+}
+
+/** The same view from one `ip -j -d -batch` process. */
+export async function readNsWithIp(path: string): Promise<NsView> {
   const r = await run(
     'nsenter',
     [`--net=${path}`, 'ip', '-j', '-d', '-batch', '-'],
