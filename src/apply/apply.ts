@@ -94,16 +94,16 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   }
 
   // 3. namespace removals
-  for (const a of of('netns.delete')) {
-    await deleteNetns(a.name);
-    writes++;
-  }
+  const gone = of('netns.delete').map((a) => a.name);
+  await deleteNetns(gone);
+  writes += gone.length;
 
   // 4. namespace creations
   const post = new Map<string, string[]>();
-  for (const a of of('netns.create')) {
-    await createNetns(a.name);
-    writes++;
+  const born = of('netns.create');
+  await createNetns(born.map((a) => a.name));
+  writes += born.length;
+  for (const a of born) {
     const path = `/run/netns/${a.name}`;
     push(post, path, `link set dev lo alias ${q(nsAlias(instance, a.container))}`);
     push(post, path, 'link set dev lo up');

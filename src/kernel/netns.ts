@@ -42,12 +42,16 @@ export function listNetns(): string[] {
   return readdirSync(NETNS_DIR).sort();
 }
 
-export async function createNetns(name: string): Promise<void> {
-  await mustRun(`create namespace ${name}`, 'ip', ['netns', 'add', name]);
+/** Create named namespaces, all in one `ip -batch` process. */
+export async function createNetns(names: readonly string[]): Promise<void> {
+  if (!names.length) return;
+  await mustRun(`create namespaces ${names.join(', ')}`, 'ip', ['-batch', '-'], names.map((n) => `netns add ${q(n)}\n`).join(''));
 }
 
-export async function deleteNetns(name: string): Promise<void> {
-  await mustRun(`delete namespace ${name}`, 'ip', ['netns', 'del', name]);
+/** Delete named namespaces, all in one `ip -batch` process. */
+export async function deleteNetns(names: readonly string[]): Promise<void> {
+  if (!names.length) return;
+  await mustRun(`delete namespaces ${names.join(', ')}`, 'ip', ['-batch', '-'], names.map((n) => `netns del ${q(n)}\n`).join(''));
 }
 
 function parseJsonLines(text: string): unknown[] {
