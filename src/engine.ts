@@ -105,22 +105,33 @@ export interface ApplyOutcome extends PlanResult {
   readonly writes: number;
   /** Plan observed right after applying: empty when converged. */
   readonly residual: Plan;
+  /** Milliseconds: plan (observe + diff), apply and its phases, verify (re-observe + diff). */
+  readonly timings: Readonly<Record<string, number>>;
 }
+
+const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
+const prefix = (p: string, o: Readonly<Record<string, number>>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [p + k, v]));
 
 export async function applyPlan(
   engine: Engine,
   spec: Spec | undefined,
   opts: { pruneAll?: boolean } = {},
 ): Promise<ApplyOutcome> {
+  const t0 = performance.now();
   const first = await makePlan(engine, spec);
   if (spec && !opts.pruneAll) {
     const refusal = massDeletion(first.plan, first.observation.state);
     if (refusal) throw new UsageError(refusal);
   }
-  if (first.plan.actions.length === 0) return { ...first, writes: 0, residual: first.plan };
-  const { writes } = await apply(first.plan, { instance: engine.instance, nl: engine.nl });
+  const planned = performance.now();
+  if (first.plan.actions.length === 0) {
+    return { ...first, writes: 0, residual: first.plan, timings: { plan: ms(t0, planned) } };
+  }
+  const { writes, phases } = await apply(first.plan, { instance: engine.instance, nl: engine.nl });
+  const applied = performance.now();
   const again = await makePlan(engine, spec);
-  return { ...first, writes, residual: again.plan };
+  const timings = { plan: ms(t0, planned), ...prefix('apply.', phases), apply: ms(planned, applied), verify: ms(applied, performance.now()) };
+  return { ...first, writes, residual: again.plan, timings };
 }
 
 export { SpecError };

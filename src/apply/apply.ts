@@ -21,7 +21,8 @@ import { reloadResolver, stopResolver } from '../dns/service.js';
 import { BRIDGE_FAMILY, elementJson, FAMILY, SETS, skeletonCommands } from '../firewall/rules.js';
 import { mapLimit } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
-import { batchNs, createNetns, deleteNetns, q } from '../kernel/netns.js';
+import { createNetns, deleteNetns } from '../kernel/netns.js';
+import { type NsOp, runNsOps } from '../kernel/nsops.js';
 import { type NftCommand, nftRun } from '../kernel/nft.js';
 import { writeSysctl } from '../kernel/sysctl.js';
 import { KernelError } from '../model/errors.js';
@@ -36,6 +37,8 @@ export interface ApplyContext {
 export interface ApplyResult {
   /** Kernel write operations performed (netlink requests, batch lines, nft commands). */
   readonly writes: number;
+  /** Milliseconds spent in each phase, for the benchmark. */
+  readonly phases: Readonly<Record<string, number>>;
 }
 
 type Of<K extends Action['op']> = Extract<Action, { op: K }>;
@@ -45,40 +48,40 @@ function ctx(a: Action, e: unknown): never {
   throw new KernelError(a.op, e instanceof Error ? e.message : String(e));
 }
 
-async function runBatches(batches: Map<string, string[]>): Promise<number> {
+async function runBatches(batches: Map<string, NsOp[]>): Promise<number> {
   const entries = [...batches.entries()].filter(([, l]) => l.length);
-  await mapLimit(entries, 8, ([path, lines]) => batchNs(path, lines));
+  await mapLimit(entries, 8, ([path, ops]) => runNsOps(path, ops));
   return entries.reduce((n, [, l]) => n + l.length, 0);
 }
 
-function push(m: Map<string, string[]>, path: string, line: string) {
+function push(m: Map<string, NsOp[]>, path: string, op: NsOp) {
   let l = m.get(path);
   if (!l) m.set(path, (l = []));
-  l.push(line);
-}
-
-function linkLine(name: string, c: { mtu?: number; mac?: string; up?: boolean }): string {
-  const parts = [`link set dev ${q(name)}`];
-  if (c.mtu !== undefined) parts.push(`mtu ${c.mtu}`);
-  if (c.mac) parts.push(`address ${c.mac}`);
-  if (c.up) parts.push('up');
-  return parts.join(' ');
+  l.push(op);
 }
 
 export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise<ApplyResult> {
   const acts = plan.actions;
   let writes = 0;
+  const phases: Record<string, number> = {};
+  let mark = performance.now();
+  const lap = (name: string) => {
+    const now = performance.now();
+    phases[name] = Math.round((now - mark) * 10) / 10;
+    mark = now;
+  };
   const of = <K extends Action['op']>(...ops: K[]) =>
     acts.filter((a): a is Of<K> => (ops as string[]).includes(a.op));
 
   // 1. container-side removals
-  const pre = new Map<string, string[]>();
+  const pre = new Map<string, NsOp[]>();
   for (const a of acts) {
-    if (a.op === 'route.del') push(pre, a.nsPath, `route del default via ${a.via} dev ${q(a.dev)}`);
-    else if (a.op === 'addr.del' && a.nsPath) push(pre, a.nsPath, `addr del ${a.cidr} dev ${q(a.dev)}`);
+    if (a.op === 'route.del') push(pre, a.nsPath, { t: 'route', add: false, via: a.via, dev: a.dev });
+    else if (a.op === 'addr.del' && a.nsPath) push(pre, a.nsPath, { t: 'addr', add: false, dev: a.dev, cidr: a.cidr });
   }
   writes += await runBatches(pre);
 
+  lap('container-removals');
   // 2. host removals
   let index = new Map((await nl.links()).map((l) => [l.name, l.index]));
   for (const a of acts) {
@@ -93,22 +96,24 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     }
   }
 
+  lap('host-removals');
   // 3. namespace removals
   const gone = of('netns.delete').map((a) => a.name);
   await deleteNetns(gone);
   writes += gone.length;
 
+  lap('netns-removals');
   // 4. namespace creations
-  const post = new Map<string, string[]>();
+  const post = new Map<string, NsOp[]>();
   const born = of('netns.create');
   await createNetns(born.map((a) => a.name));
   writes += born.length;
   for (const a of born) {
     const path = `/run/netns/${a.name}`;
-    push(post, path, `link set dev lo alias ${q(nsAlias(instance, a.container))}`);
-    push(post, path, 'link set dev lo up');
+    push(post, path, { t: 'link', name: 'lo', alias: nsAlias(instance, a.container), up: true });
   }
 
+  lap('netns-creations');
   // 5. host creations and changes
   const hostActs = acts.filter(
     (a) =>
@@ -137,41 +142,30 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
         if (a.master && master === undefined) throw new KernelError(a.op, `bridge ${a.master} not found`);
         await nl.setLink(a.name, { master, alias: epAlias(instance, a.container, a.network), up: true });
         writes += 2;
-        push(
-          post,
-          a.nsPath,
-          `link set dev ${q(a.peer)} alias ${q(epAlias(instance, a.container, a.network))}`,
-        );
-        push(post, a.nsPath, `link set dev ${q(a.peer)} up`);
+        push(post, a.nsPath, { t: 'link', name: a.peer, alias: epAlias(instance, a.container, a.network), up: true });
       }
     } catch (e) {
       ctx(a, e);
     }
   }
 
+  lap('host-creations');
   // 5b. sysctls (after the bridges they may name exist)
   for (const a of of('sysctl.set')) {
     writeSysctl(a.key, a.value);
     writes++;
   }
 
+  lap('sysctls');
   // 6. container-side creations
   for (const a of acts) {
-    if (a.op === 'link.set' && a.nsPath) push(post, a.nsPath, linkLine(a.name, a.change));
-    else if (a.op === 'addr.add' && a.nsPath)
-      push(post, a.nsPath, `addr add ${a.cidr} dev ${q(a.dev)}${a.cidr.includes(':') ? ' nodad' : ''}`);
-    else if (a.op === 'route.add')
-      push(
-        post,
-        a.nsPath,
-        `${a.family === 6 ? '-6 ' : ''}route replace default via ${a.via} dev ${q(a.dev)}`.replace(
-          /^-6 /,
-          '',
-        ),
-      );
+    if (a.op === 'link.set' && a.nsPath) push(post, a.nsPath, { t: 'link', name: a.name, mtu: a.change.mtu, mac: a.change.mac, up: a.change.up });
+    else if (a.op === 'addr.add' && a.nsPath) push(post, a.nsPath, { t: 'addr', add: true, dev: a.dev, cidr: a.cidr });
+    else if (a.op === 'route.add') push(post, a.nsPath, { t: 'route', add: true, via: a.via, dev: a.dev });
   }
   writes += await runBatches(post);
 
+  lap('container-creations');
   // 7. files and the resolver
   for (const a of acts) {
     if (a.op === 'file.write') writeText(a.path, a.content);
@@ -192,13 +186,15 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     writes++;
   }
 
+  lap('files-resolver');
   // 8. nftables, one transaction
   const tx = nftTransaction(acts);
   if (process.env.TETHER_DUMP_NFT)
     (await import('node:fs')).writeFileSync(process.env.TETHER_DUMP_NFT, JSON.stringify({ nftables: tx }));
   await nftRun(tx);
   writes += tx.length;
-  return { writes };
+  lap('nft');
+  return { writes, phases };
 }
 
 /** The single nft transaction of a plan (empty when the plan has no nft actions). */

@@ -312,6 +312,32 @@ export class HostNetlink {
     }
   }
 
+  /** `ip route replace default via VIA dev <oif>` in the main table. */
+  async replaceDefaultRoute(via: string, oif: number): Promise<void> {
+    const v6 = via.includes(':');
+    try {
+      await this.sock.newRoute(
+        { family: v6 ? AF_INET6 : AF_INET, dstLen: 0, table: 254, protocol: 'BOOT', scope: 'UNIVERSE', type: 'UNICAST' },
+        { gateway: ipBuffer(via), oif },
+        { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
+      );
+    } catch (e) {
+      throw wrap(`replace default route via ${via}`, e);
+    }
+  }
+
+  async delDefaultRoute(via: string, oif: number): Promise<void> {
+    const v6 = via.includes(':');
+    try {
+      await this.sock.delRoute(
+        { family: v6 ? AF_INET6 : AF_INET, dstLen: 0, table: 254, scope: 'NOWHERE' },
+        { gateway: ipBuffer(via), oif },
+      );
+    } catch (e) {
+      throw wrap(`delete default route via ${via}`, e);
+    }
+  }
+
   async addAddr(index: number, cidr: string, nodad = true): Promise<void> {
     const [ip, len] = cidr.split('/');
     const v6 = ip!.includes(':');
