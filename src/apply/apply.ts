@@ -26,7 +26,7 @@ import { type NsOp, runNsOps } from '../kernel/nsops.js';
 import { type NftCommand, nftRun } from '../kernel/nft.js';
 import { writeSysctl } from '../kernel/sysctl.js';
 import { KernelError } from '../model/errors.js';
-import { epAlias, netAlias, nsAlias } from '../model/names.js';
+import { epAlias, netAlias, nsAlias, parseAlias } from '../model/names.js';
 import { writeText } from '../state/store.js';
 
 export interface ApplyContext {
@@ -98,9 +98,10 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
 
   lap('host-removals');
   // 3. namespace removals
-  const gone = of('netns.delete').map((a) => a.name);
-  await deleteNetns(gone);
+  const gone = of('netns.delete');
+  await deleteNetns(gone.map((a) => a.name));
   writes += gone.length;
+  if (gone.length) await vethsGone(nl, instance, new Set(gone.map((a) => a.container)));
 
   lap('netns-removals');
   // 4. namespace creations
@@ -195,6 +196,26 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   writes += tx.length;
   lap('nft');
   return { writes, phases };
+}
+
+/**
+ * A deleted namespace's interfaces are freed by the kernel asynchronously (cleanup_net);
+ * wait until the host ends of its veths are gone, so the next observation is clean and a
+ * bridge deleted next has no ports left.
+ */
+async function vethsGone(nl: HostNetlink, instance: string, containers: ReadonlySet<string>): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const left = (await nl.links()).filter((l) => {
+      const a = parseAlias(instance, l.alias);
+      return a?.kind === 'ep' && containers.has(a.container);
+    });
+    if (!left.length) return;
+    if (Date.now() > deadline) {
+      throw new KernelError('delete namespaces', `${left.length} veths of deleted namespaces are still present after 15 s`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** The single nft transaction of a plan (empty when the plan has no nft actions). */

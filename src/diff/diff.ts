@@ -37,9 +37,10 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
       d && (!peerNow || !peerWant || peerNow.name !== peerWant.name || dyingNs.has(a.container));
     if (!d || recreate) {
       dyingVeth.add(v);
-      // Also for a dying namespace: the kernel frees a deleted namespace's interfaces
-      // asynchronously, so the host ends are removed explicitly, not left to linger.
-      del.push({ op: 'veth.delete', container: a.container, network: a.network, name: v });
+      // A dying namespace takes its veths with it: the kernel removes all of a
+      // namespace's interfaces in one batch (one RCU grace period instead of one per
+      // veth), which apply waits for.
+      if (!dyingNs.has(a.container)) del.push({ op: 'veth.delete', container: a.container, network: a.network, name: v });
     }
   }
 
