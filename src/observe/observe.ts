@@ -165,7 +165,7 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
     path: `${NETNS_DIR}/${n}`,
   }));
   for (const [container, path] of Object.entries(scope.attached)) targets.push({ path, container });
-  const views = await mapLimit(targets, 8, async (t) => {
+  const views = await mapLimit(targets, 32, async (t) => {
     try {
       return await readNs(t.path);
     } catch (e) {
