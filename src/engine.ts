@@ -105,6 +105,8 @@ export interface ApplyOutcome extends PlanResult {
   readonly writes: number;
   /** Plan observed right after applying: empty when converged. */
   readonly residual: Plan;
+  /** The observation and plan made right after applying (the verification). */
+  readonly after: PlanResult;
   /** Milliseconds: plan (observe + diff), apply and its phases, verify (re-observe + diff). */
   readonly timings: Readonly<Record<string, number>>;
 }
@@ -125,13 +127,13 @@ export async function applyPlan(
   }
   const planned = performance.now();
   if (first.plan.actions.length === 0) {
-    return { ...first, writes: 0, residual: first.plan, timings: { plan: ms(t0, planned) } };
+    return { ...first, writes: 0, residual: first.plan, after: first, timings: { plan: ms(t0, planned) } };
   }
   const { writes, phases } = await apply(first.plan, { instance: engine.instance, nl: engine.nl });
   const applied = performance.now();
   const again = await makePlan(engine, spec);
   const timings = { plan: ms(t0, planned), ...prefix('apply.', phases), apply: ms(planned, applied), verify: ms(applied, performance.now()) };
-  return { ...first, writes, residual: again.plan, timings };
+  return { ...first, writes, residual: again.plan, after: again, timings };
 }
 
 export { SpecError };

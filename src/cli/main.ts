@@ -94,7 +94,7 @@ async function cmdApply(file: string, opts: { json?: boolean; pruneAll?: boolean
       await recordApply(e, spec, r, { path: resolvePath(file) }, durationMs);
       if (opts.json)
         out(
-          `${JSON.stringify({ actions: r.plan.actions, writes: r.writes, durationMs, timings: r.timings, converged, residual: r.residual.actions }, null, 2)}\n`,
+          `${JSON.stringify({ actions: r.plan.actions, writes: r.writes, durationMs, timings: r.timings, maxRssKb: process.resourceUsage().maxRSS, converged, residual: r.residual.actions }, null, 2)}\n`,
         );
       else {
         out(r.plan.actions.length ? renderText(r.plan) : 'No changes. The kernel matches the manifests.\n');

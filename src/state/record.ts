@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import type { WorldView } from '../cli/views.js';
 import { buildViews } from '../cli/views.js';
 import type { ApplyOutcome, Engine } from '../engine.js';
-import { makePlan } from '../engine.js';
 import type { Spec } from '../model/spec.js';
 import { readJson, stateDir, writeJson } from './store.js';
 
@@ -40,8 +39,7 @@ export async function recordApply(
   source: { path: string; commit?: string },
   durationMs: number,
 ): Promise<LastApply> {
-  const after =
-    outcome.residual.actions.length === 0 && outcome.writes === 0 ? outcome : await makePlan(engine, spec);
+  const after = outcome.after;
   const now = new Date().toISOString();
   const record: LastApply = {
     time: now,

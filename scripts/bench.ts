@@ -1,0 +1,158 @@
+/**
+ * `npm run bench`: tether's cost at N containers (1 network of N, and 10 networks),
+ * each container publishing one port, in a sandbox namespace. For each case:
+ *   cold converge, no-op reconcile (+ its kernel writes: must be 0), add one container,
+ *   remove one, change one port, destroy, and tether's peak RSS;
+ * and a lower bound doing the same kernel work with stock tools as cheaply as possible
+ * (one `ip -batch` for the host side, one per container namespace, one `nft -f`).
+ * Prints a table and writes bench-results.json.
+ *
+ *   npm run bench                 N = 10, 100, 500, 1000
+ *   npm run bench -- 10 100       chosen sizes
+ */
+import { spawnSync } from 'node:child_process';
+import { cpus, totalmem } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Sandbox } from '../test/helpers/sandbox.js';
+
+const sizes = process.argv.slice(2).map(Number).filter(Boolean);
+const NS = sizes.length ? sizes : [10, 100, 500, 1000];
+
+function manifest(n: number, nets: number, extra = 0, portBump = false): string {
+  const lines = ['networks:'];
+  for (let k = 0; k < nets; k++) lines.push(`  n${k}: {}`);
+  lines.push('containers:');
+  for (let i = 0; i < n + extra; i++) {
+    const port = 20000 + i + (portBump && i === 0 ? 30000 : 0);
+    lines.push(`  c${i}: { networks: [n${i % nets}], ports: ["${port}:80"] }`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+interface Step {
+  /** Inside tether: observe, plan, apply, verify (what a daemon's reconcile costs). */
+  ms: number;
+  /** The whole command, with process start-up. */
+  wallMs: number;
+  writes: number;
+  actions: number;
+  rssKb?: number;
+}
+
+function applyStep(s: Sandbox): Step {
+  const t0 = performance.now();
+  const r = s.tether('apply', '-f', s.manifests, '--json', '--prune-all');
+  const wallMs = performance.now() - t0;
+  if (r.code !== 0) throw new Error(`apply failed: ${r.stderr}`);
+  const j = JSON.parse(r.stdout);
+  return { ms: j.durationMs, wallMs, writes: j.writes, actions: j.actions.length, rssKb: j.maxRssKb };
+}
+
+function sh(cmd: string, args: string[], input?: string) {
+  const r = spawnSync(cmd, args, { input, encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.slice(0, 4).join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The same kernel work with stock tools, as cheaply as they allow. */
+function lowerBound(n: number, nets: number): number {
+  const s = Sandbox.create({ uplink: false });
+  try {
+    const pre = `lb${s.id}`;
+    const host: string[] = [];
+    for (let i = 0; i < n; i++) host.push(`netns add ${pre}-c${i}`);
+    for (let k = 0; k < nets; k++) {
+      host.push(`link add lbbr${k} type bridge`, `addr add 10.${100 + k}.0.1/16 dev lbbr${k}`, `link set lbbr${k} up`);
+    }
+    for (let i = 0; i < n; i++) {
+      host.push(`link add lbv${i} type veth peer name eth0 netns ${pre}-c${i}`, `link set lbv${i} master lbbr${i % nets} up`);
+    }
+    const nft = ['table inet lb {', ' map dnat4 { type inet_proto . inet_service : ipv4_addr . inet_service; }'];
+    const elems: string[] = [];
+    const t0 = performance.now();
+    sh('nsenter', [`--net=/run/netns/${s.host}`, 'ip', '-batch', '-'], `${host.join('\n')}\n`);
+    for (let i = 0; i < n; i++) {
+      const k = i % nets;
+      const ip = `10.${100 + k}.${Math.floor(i / nets / 250)}.${(Math.floor(i / nets) % 250) + 2}`;
+      sh('ip', ['-n', `${pre}-c${i}`, '-batch', '-'], `link set lo up\nlink set eth0 up\naddr add ${ip}/16 dev eth0\nroute add default via 10.${100 + k}.0.1\n`);
+      elems.push(`tcp . ${20000 + i} : ${ip} . 80`);
+    }
+    nft.push(` chain pre { type nat hook prerouting priority dstnat; fib daddr type local dnat ip to meta l4proto . th dport map @dnat4; }`, '}');
+    nft.push(`add element inet lb dnat4 { ${elems.join(', ')} }`);
+    sh('nsenter', [`--net=/run/netns/${s.host}`, 'nft', '-f', '-'], `${nft.join('\n')}\n`);
+    const ms = performance.now() - t0;
+    for (let i = 0; i < n; i++) spawnSync('ip', ['netns', 'del', `${pre}-c${i}`]);
+    return ms;
+  } finally {
+    s.teardownSync();
+  }
+}
+
+interface Row {
+  n: number;
+  networks: number;
+  cold: Step;
+  noop: Step;
+  add: Step;
+  remove: Step;
+  changePort: Step;
+  destroyMs: number;
+  peakRssKb: number;
+  lowerBoundMs: number;
+}
+
+const rows: Row[] = [];
+for (const n of NS) {
+  for (const nets of [1, 10]) {
+    if (nets > n) continue;
+    const s = Sandbox.create({ uplink: false });
+    try {
+      s.write('m.yaml', manifest(n, nets));
+      const cold = applyStep(s);
+      const noop = applyStep(s);
+      s.write('m.yaml', manifest(n, nets, 1));
+      const add = applyStep(s);
+      s.write('m.yaml', manifest(n, nets));
+      const remove = applyStep(s);
+      s.write('m.yaml', manifest(n, nets, 0, true));
+      const changePort = applyStep(s);
+      const t0 = performance.now();
+      s.tetherOk('destroy');
+      const destroyMs = performance.now() - t0;
+      const peakRssKb = Math.max(...[cold, noop, add, remove, changePort].map((x) => x.rssKb ?? 0));
+      const lowerBoundMs = lowerBound(n, nets);
+      rows.push({ n, networks: nets, cold, noop, add, remove, changePort, destroyMs, peakRssKb, lowerBoundMs });
+      process.stderr.write(`bench: N=${n} networks=${nets} done\n`);
+    } finally {
+      s.teardownSync();
+    }
+  }
+}
+
+const f = (x: number) => x.toFixed(0);
+const header = ['N', 'nets', 'cold ms', 'cold, whole command', 'lower bound ms', 'ratio', 'no-op ms (writes)', 'add 1 ms (writes)', 'remove 1 ms (writes)', 'port ms (writes)', 'destroy ms', 'peak RSS MiB'];
+const table = [header, ...rows.map((r) => [
+  String(r.n),
+  String(r.networks),
+  f(r.cold.ms),
+  f(r.cold.wallMs),
+  f(r.lowerBoundMs),
+  (r.cold.ms / r.lowerBoundMs).toFixed(2),
+  `${f(r.noop.ms)} (${r.noop.writes})`,
+  `${f(r.add.ms)} (${r.add.writes})`,
+  `${f(r.remove.ms)} (${r.remove.writes})`,
+  `${f(r.changePort.ms)} (${r.changePort.writes})`,
+  f(r.destroyMs),
+  (r.peakRssKb / 1024).toFixed(0),
+])];
+const md = [
+  `| ${table[0]!.join(' | ')} |`,
+  `|${table[0]!.map(() => '---').join('|')}|`,
+  ...table.slice(1).map((r) => `| ${r.join(' | ')} |`),
+].join('\n');
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${sh('uname', ['-r']).trim()}, Node ${process.version}`;
+process.stdout.write(
+  `${md}\n\nTimes are measured inside \`bin/tether apply\` (observe, plan, apply, verify: what one reconcile of the daemon costs); "whole command" adds process start-up. Writes are kernel write operations. Machine: ${machine}\n`,
+);
+writeFileSync(join(import.meta.dirname, '../bench-results.json'), `${JSON.stringify({ machine, date: new Date().toISOString(), rows }, null, 2)}\n`);
