@@ -3,7 +3,7 @@
  * sorted order; deletions come first (reverse dependency order), then creations and
  * updates (dependency order), then the nft changes.
  */
-import type { KernelState, NamespaceState } from '../model/state.js';
+import type { KernelState, NamespaceState, VethState } from '../model/state.js';
 import type { Action, LinkChange, Plan } from './plan.js';
 
 const keys = <T>(o: Readonly<Record<string, T>>) => Object.keys(o).sort();
@@ -12,6 +12,8 @@ const minus = (a: readonly string[], b: readonly string[]) => a.filter((x) => !b
 export function diff(desired: KernelState, actual: KernelState, table: string): Plan {
   const del: Action[] = [];
   const add: Action[] = [];
+  const wantVeth = indexVeths(desired);
+  const haveVeth = indexVeths(actual);
 
   // Namespaces tether created and no longer wants.
   const dyingNs = new Set<string>();
@@ -52,13 +54,13 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     if (!d) continue;
     for (const r of a.routes) {
       const keep = d.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
-      const linkDying = isLinkDying(a, r.dev, dyingVeth, actual);
+      const linkDying = isLinkDying(a, r.dev, dyingVeth, haveVeth);
       if (!keep && !linkDying)
         del.push({ op: 'route.del', container: c, nsPath: a.path, family: r.family, via: r.via, dev: r.dev });
     }
     for (const name of keys(a.links)) {
       const dl = d.links[name];
-      if (!dl || isLinkDying(a, name, dyingVeth, actual)) continue;
+      if (!dl || isLinkDying(a, name, dyingVeth, haveVeth)) continue;
       for (const cidr of minus(a.links[name]!.addrs, dl.addrs))
         del.push({ op: 'addr.del', container: c, nsPath: a.path, dev: name, cidr });
     }
@@ -131,7 +133,7 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     const a = dyingNs.has(c) ? undefined : actual.namespaces[c];
     for (const name of keys(d.links)) {
       const dl = d.links[name]!;
-      const veth = Object.values(desired.veths).find((v) => v.container === c && v.network === dl.network)!;
+      const veth = wantVeth.get(epKey(c, dl.network))!;
       const fresh = !a?.links[name] || dyingVeth.has(veth.name) || !actual.veths[veth.name];
       const al = fresh ? undefined : a!.links[name]!;
       if (al) {
@@ -148,10 +150,7 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     for (const r of d.routes) {
       const fresh =
         !a?.links[r.dev] ||
-        dyingVeth.has(
-          Object.values(desired.veths).find((v) => v.container === c && v.network === d.links[r.dev]?.network)
-            ?.name ?? '',
-        );
+        dyingVeth.has(wantVeth.get(epKey(c, d.links[r.dev]?.network ?? ''))?.name ?? '');
       const have =
         !fresh && a!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
       if (!have)
@@ -199,14 +198,12 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   return { actions: [...del, ...add, ...nft, ...rest] };
 }
 
-function isLinkDying(
-  a: NamespaceState,
-  dev: string,
-  dyingVeth: ReadonlySet<string>,
-  actual: KernelState,
-): boolean {
-  const net = a.links[dev]?.network;
-  return Object.values(actual.veths).some(
-    (v) => v.container === a.container && v.network === net && dyingVeth.has(v.name),
-  );
+/** A link of a surviving namespace whose veth is being deleted or recreated. */
+function isLinkDying(a: NamespaceState, dev: string, dyingVeth: ReadonlySet<string>, haveVeth: VethIndex): boolean {
+  const v = haveVeth.get(epKey(a.container, a.links[dev]?.network ?? ''));
+  return !!v && dyingVeth.has(v.name);
 }
+
+type VethIndex = ReadonlyMap<string, VethState>;
+const epKey = (container: string, network: string) => `${container}\u0000${network}`;
+const indexVeths = (s: KernelState): VethIndex => new Map(Object.values(s.veths).map((v) => [epKey(v.container, v.network), v]));
