@@ -39,12 +39,18 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
     for (const e of c.endpoints) {
       if (!served.has(e.network)) continue;
       const names = [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])];
+      // The container's own `dns:` servers are its forwarders; a container with no
+      // external access (internal networks only) gets none, as in Docker.
+      const external = c.endpoints.some((x) => !r.networks[x.network]!.spec.internal);
+      const ownDns = c.spec.dns.length > 0 && c.spec.dns.join() !== r.spec.daemon.dns.join();
+      const own = !external ? [] : ownDns ? [...c.spec.dns] : undefined;
       endpoints.push({
         container: c.name,
         network: e.network,
         names: [...new Set(names)],
         ipv4: e.ipv4,
         ipv6: e.ipv6,
+        ...(own ? { upstreams: own } : {}),
       });
     }
   }

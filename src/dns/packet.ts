@@ -9,7 +9,7 @@
 import type { Answer, DecodedPacket, Packet, Question } from 'dns-packet';
 import dnsPacket from 'dns-packet';
 import { inSubnets, parseIpStrict } from './ip.js';
-import { type DnsIndex, resolveLocal } from './records.js';
+import { type DnsIndex, resolveLocal, upstreamsFor } from './records.js';
 
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 export type RcodeName = keyof typeof RCODE;
@@ -245,7 +245,7 @@ function handle(buf: Buffer, source: string, ctx: PacketContext): PacketResult {
     if (r.kind === 'answer') return reply('NOERROR', r.records, true);
     if (r.kind === 'nxdomain') return reply('NXDOMAIN', undefined, true);
   }
-  if (ctx.index.upstreams.length === 0) return reply('SERVFAIL');
+  if (upstreamsFor(ctx.index, source).length === 0) return reply('SERVFAIL');
   const servfail = (reply('SERVFAIL') as { packet: Buffer }).packet;
   return { action: 'forward', query: buf, id: q.id ?? 0, udpLimit, servfail, name, type };
 }

@@ -29,6 +29,12 @@ export interface DnsEndpoint {
   names: string[];
   ipv4?: string;
   ipv6?: string;
+  /**
+   * The container's own forwarders (its `dns:`), used for its queries instead of the
+   * global ones; `[]` means none (a container with no external access, like Docker's
+   * internal-only containers, gets SERVFAIL for outside names).
+   */
+  upstreams?: string[];
 }
 
 export interface DnsConfig {
@@ -83,8 +89,16 @@ export interface DnsIndex {
   /** canonical listen address → network name. */
   readonly listen: ReadonlyMap<string, string>;
   readonly upstreams: readonly Upstream[];
+  /** Per-container forwarders, by the container's addresses. */
+  readonly upstreamsByIp: ReadonlyMap<string, readonly Upstream[]>;
   /** What was skipped while compiling (bad addresses, unknown networks, bad upstreams). */
   readonly warnings: readonly string[];
+}
+
+/** The forwarders for a query from `source`: the container's own, else the global ones. */
+export function upstreamsFor(index: DnsIndex, source: string): readonly Upstream[] {
+  const c = canonicalIp(source);
+  return (c && index.upstreamsByIp.get(c)) || index.upstreams;
 }
 
 /** Lower-case and strip one trailing dot: the key form of a DNS name. */
@@ -221,16 +235,40 @@ export function compileDns(cfg: DnsConfig): DnsIndex {
     }
   }
 
-  const upstreams: Upstream[] = [];
-  for (const u of cfg.upstreams ?? []) {
-    const p = parseUpstream(u);
-    if (p) upstreams.push(p);
-    else warnings.push(`invalid upstream ${JSON.stringify(u)} skipped`);
+  const parseAll = (list: readonly string[]) => {
+    const out: Upstream[] = [];
+    for (const u of list) {
+      const p = parseUpstream(u);
+      if (p) out.push(p);
+      else warnings.push(`invalid upstream ${JSON.stringify(u)} skipped`);
+    }
+    return out;
+  };
+  const upstreams = parseAll(cfg.upstreams ?? []);
+  const upstreamsByIp = new Map<string, readonly Upstream[]>();
+  for (const ep of cfg.endpoints ?? []) {
+    if (!Array.isArray(ep.upstreams)) continue;
+    const own = parseAll(ep.upstreams);
+    for (const ip of [ep.ipv4, ep.ipv6]) {
+      const c = ip ? canonicalIp(ip) : null;
+      if (c) upstreamsByIp.set(c, own);
+    }
   }
 
   const ttl =
     typeof cfg.ttl === 'number' && Number.isInteger(cfg.ttl) && cfg.ttl >= 0 ? cfg.ttl : DEFAULT_TTL;
-  return { kind: 'dns-index', ttl, networks, byIp, containerNetworks, allNames, listen, upstreams, warnings };
+  return {
+    kind: 'dns-index',
+    ttl,
+    networks,
+    byIp,
+    containerNetworks,
+    allNames,
+    listen,
+    upstreams,
+    upstreamsByIp,
+    warnings,
+  };
 }
 
 const compiled = new WeakMap<DnsConfig, DnsIndex>();

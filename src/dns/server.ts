@@ -13,7 +13,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { forward } from './forward.js';
 import { handlePacket, type PacketResult, RCODE } from './packet.js';
-import { compileDns, type DnsConfig, type DnsIndex, type Upstream } from './records.js';
+import { compileDns, type DnsConfig, type DnsIndex, type Upstream, upstreamsFor } from './records.js';
 
 export type { PacketContext, PacketResult } from './packet.js';
 export { handlePacket } from './packet.js';
@@ -354,8 +354,8 @@ class ResolverImpl implements Resolver {
   }
 
   /** Upstreams minus our own listeners (the resolver must never forward to itself). */
-  private upstreams(): Upstream[] {
-    return this.index.upstreams.filter((u) => {
+  private upstreams(source: string): Upstream[] {
+    return upstreamsFor(this.index, source).filter((u) => {
       const l = this.listenersByAddr.get(u.host);
       return !(l && l.port === u.port);
     });
@@ -393,7 +393,7 @@ class ResolverImpl implements Resolver {
         send(r.packet);
         return true;
       case 'forward': {
-        const ups = this.upstreams();
+        const ups = this.upstreams(source);
         if (ups.length === 0) {
           this.counters.servfail++;
           send(r.servfail);
