@@ -41,6 +41,8 @@ export async function recordApply(
 ): Promise<LastApply> {
   const after = outcome.after;
   const now = new Date().toISOString();
+  // A network keeps the creation time of the apply that first made it.
+  const before = new Map(readLastApply(engine.instance)?.view.networks.map((n) => [n.Id, n.Created]) ?? []);
   const record: LastApply = {
     time: now,
     source: { ...source, files: [...spec.files] },
@@ -50,6 +52,7 @@ export async function recordApply(
     converged: outcome.residual.actions.length === 0,
     view: buildViews(after.resolved!, after.observation.state, now),
   };
+  for (const n of record.view.networks) n.Created = before.get(n.Id) ?? n.Created;
   writeJson(lastApplyFile(engine.instance), record);
   return record;
 }
