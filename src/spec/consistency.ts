@@ -37,6 +37,7 @@ import {
   PREDEFINED_MODES,
   parseBool,
   parseIntOption,
+  W_BRIDGE_CROWDED,
   W_PORTS_DISCARDED,
 } from './defaults.js';
 import type { Origin, Path, Sources } from './read.js';
@@ -63,6 +64,7 @@ export function checkConsistency(spec: Spec, model: CanonModel, sources: Sources
   for (const [name, defs] of model.containers) c.container(spec.containers[name], defs[0]);
   c.addresses();
   c.ports();
+  c.bridgeSizes();
   return { problems: c.problems, warnings: c.warnings };
 }
 
@@ -548,6 +550,39 @@ class Checker {
   }
 
   // --- addresses within networks --------------------------------------------------------
+
+  // --- bridge size (docker-semantics §8.3) ------------------------------------------------
+
+  /**
+   * A Linux bridge numbers its ports 1..1023 (BR_MAX_PORTS = 1024, port 0 reserved); past
+   * that adding a veth fails with EXFULL, so more is an input error. From 1000 on, Docker's documentation warns that
+   * inter-container traffic becomes unstable: a warning.
+   */
+  bridgeSizes(): void {
+    const count = new Map<string, number>();
+    for (const ct of Object.values(this.spec.containers)) {
+      if (ct.mode !== 'bridge') continue;
+      for (const a of ct.networks) count.set(a.network, (count.get(a.network) ?? 0) + 1);
+    }
+    for (const [name, n] of count) {
+      const net = this.spec.networks[name];
+      if (!net) continue;
+      const at = this.model.networks.get(name)?.[0]?.at;
+      const src = at ? this.ref(at, true) : net.src;
+      if (n > 1023) {
+        this.problems.push({
+          message: `network '${name}' has ${n} containers: a Linux bridge holds at most 1023 ports (the kernel refuses more with "exchange full"); spread them over several networks`,
+          src,
+        });
+      } else if (n >= 1000) {
+        this.warnings.push({
+          code: W_BRIDGE_CROWDED,
+          message: `network '${name}' has ${n} containers: bridge networks become unstable and inter-container communication may break with 1000 containers or more on one network (Docker's limit); consider several networks`,
+          src,
+        });
+      }
+    }
+  }
 
   addresses(): void {
     type Owner = { container: string; at: Origin };

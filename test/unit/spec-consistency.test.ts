@@ -5,6 +5,7 @@
  * only from 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32.
  */
 import { describe, expect, it } from 'vitest';
+import { loadSpecFromStrings } from '../../src/spec/load.js';
 import { errorsOf, load, yaml } from './spec-helpers.js';
 
 describe('duplicates across files', () => {
@@ -581,5 +582,22 @@ describe('all problems at once', () => {
       },
     ]);
     expect(errs.map((e) => e.split(': ')[0])).toEqual(['a.yaml:2:21', 'a.yaml:4:16', 'b.yaml:2:19']);
+  });
+});
+
+describe('bridge size limits', () => {
+  const many = (n: number) =>
+    `networks:\n  big: {}\ncontainers:\n${Array.from({ length: n }, (_, i) => `  c${i}: { networks: [big] }`).join('\n')}\n`;
+
+  it("warns from 1000 containers on one bridge (Docker's documented limit)", () => {
+    const spec = loadSpecFromStrings([{ path: 'm.yaml', text: many(1000) }]);
+    expect(spec.warnings.map((w) => w.code)).toContain('TETHER_W0104');
+    expect(loadSpecFromStrings([{ path: 'm.yaml', text: many(999) }]).warnings).toEqual([]);
+  });
+
+  it('refuses more than the kernel bridge port limit, at the network', () => {
+    expect(() => loadSpecFromStrings([{ path: 'm.yaml', text: many(1024) }])).toThrow(
+      /m\.yaml:2:3: network 'big' has 1024 containers: a Linux bridge holds at most 1023 ports/,
+    );
   });
 });
