@@ -200,26 +200,24 @@ export class HostNetlink {
     return out;
   }
 
+  /** All routes of both families, in one AF_UNSPEC dump. */
   async routes(): Promise<NlRoute[]> {
     const out: NlRoute[] = [];
-    for (const fam of [AF_INET, AF_INET6]) {
-      const hdr = Buffer.alloc(12);
-      hdr.writeUInt8(fam, 0);
-      for (const m of await this.dump(rt.MessageType.GETROUTE, hdr, 'routes')) {
-        if (m.kind !== 'route') continue;
-        if (m.data.family !== fam) continue;
-        out.push({
-          family: fam === AF_INET6 ? 6 : 4,
-          dst: m.attrs.dst ? ipString(m.attrs.dst) : undefined,
-          dstLen: m.data.dstLen ?? 0,
-          oif: m.attrs.oif,
-          gateway: m.attrs.gateway ? ipString(m.attrs.gateway) : undefined,
-          scope: String(m.data.scope ?? ''),
-          protocol: String(m.data.protocol ?? ''),
-          table: m.attrs.table ?? Number(m.data.table ?? 0),
-          type: String(m.data.type ?? ''),
-        });
-      }
+    for (const m of await this.dump(rt.MessageType.GETROUTE, Buffer.alloc(12), 'routes')) {
+      if (m.kind !== 'route') continue;
+      const fam = m.data.family;
+      if (fam !== AF_INET && fam !== AF_INET6) continue;
+      out.push({
+        family: fam === AF_INET6 ? 6 : 4,
+        dst: m.attrs.dst ? ipString(m.attrs.dst) : undefined,
+        dstLen: m.data.dstLen ?? 0,
+        oif: m.attrs.oif,
+        gateway: m.attrs.gateway ? ipString(m.attrs.gateway) : undefined,
+        scope: String(m.data.scope ?? ''),
+        protocol: String(m.data.protocol ?? ''),
+        table: m.attrs.table ?? Number(m.data.table ?? 0),
+        type: String(m.data.type ?? ''),
+      });
     }
     return out;
   }
