@@ -75,6 +75,9 @@ export async function reloadResolver(instance: string, config: string): Promise<
   if (pid) {
     process.kill(pid, 'SIGHUP');
   } else {
+    // A dead resolver's files must not satisfy the handshake for the new one.
+    rmSync(f.loaded, { force: true });
+    rmSync(f.pid, { force: true });
     const log = openSync(f.log, 'a');
     const entry = process.argv[1]!;
     const child = spawn(process.execPath, [entry, '--instance', instance, 'dns-serve'], {

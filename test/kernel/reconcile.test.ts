@@ -5,7 +5,9 @@
  * Conventions: container subnets from tether's pools (172.18/16 …) or explicit
  * 172.30.x; outside addresses only from 203.0.113.0/24.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ROOT, Sandbox } from '../helpers/sandbox.js';
 
@@ -190,6 +192,33 @@ describe('the instance lock', () => {
       expect(s.instanceNetns()).toHaveLength(2);
     } finally {
       await s.teardown();
+    }
+  });
+});
+
+describe('drift repair by apply', () => {
+  it('restores a deleted bridge, a downed veth, a removed route, an nft element and a killed resolver', () => {
+    const s = Sandbox.create({ uplink: false });
+    try {
+      s.write('a.yaml', 'networks:\n  n: {}\ncontainers:\n  a: { networks: [n] }\n  b: { networks: [n] }\n');
+      s.tetherOk('apply', '-f', s.manifests);
+      const bridge = s.ipJson(s.host, '-d', 'link', 'show', 'type', 'bridge')[0].ifname as string;
+      const veth = s.ipJson(s.host, 'link', 'show', 'master', bridge)[0].ifname as string;
+      s.inNs(s.host, ['ip', 'link', 'set', veth, 'down']);
+      s.inNs(s.ns('b'), ['ip', 'route', 'del', 'default']);
+      s.inNs(s.host, ['nft', 'flush', 'set', 'inet', s.instance, 'masq4']);
+      const pid = Number(readFileSync(join(s.dir, 'run', s.instance, 'dns.pid'), 'utf8'));
+      process.kill(pid, 'SIGKILL');
+      const drift = JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions.map((a: any) => a.op).sort();
+      // veth up, b's route, the masq4 element, the resolver
+      expect(drift).toEqual(['link.set', 'nft.element.add', 'resolver.reload', 'route.add'].sort());
+      s.inNs(s.host, ['ip', 'link', 'del', bridge]);
+      s.tetherOk('apply', '-f', s.manifests);
+      expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
+      expect(s.ping(s.ns('a'), '172.18.0.3')).toBe(true);
+      expect(s.inNs(s.ns('a'), ['getent', 'hosts', 'b']).stdout).toMatch(/172\.18\.0\.3/);
+    } finally {
+      s.teardownSync();
     }
   });
 });
