@@ -78,17 +78,14 @@ function* poolSubnets(pools: readonly { base: string; size: number }[]): Generat
   }
 }
 
-interface Taken {
-  cidr: string;
-}
-
+/** The first candidate that overlaps neither a claimed subnet nor a reserved host prefix. */
 function pickSubnet(
   candidates: Iterable<Cidr>,
-  taken: readonly Taken[],
+  taken: readonly string[],
   reserved: readonly string[],
 ): string | undefined {
   for (const c of candidates) {
-    if (taken.some((t) => overlaps(t.cidr, c))) continue;
+    if (taken.some((t) => overlaps(t, c))) continue;
     if (reserved.some((r) => overlaps(r, c))) continue;
     return formatCidr(c);
   }
@@ -112,27 +109,20 @@ function wantsGateway(net: NetworkSpec, family: Family): boolean {
   return true;
 }
 
+/**
+ * One family of one network: the subnet (explicit, else kept from the bridge, else the
+ * first free pool subnet), the gateway and where containers' default route points.
+ */
 function resolveFamily(
   net: NetworkSpec,
   family: Family,
   req: IpamRequest,
-  actual: KernelState,
-  taken: Taken[],
-  pick: () => string | undefined,
+  claims: Claims,
+  pick: (claimed: readonly string[]) => string | undefined,
   problems: SpecProblem[],
 ): FamilyConfig | undefined {
-  let subnet = req.subnet ? maskedCidr(req.subnet) : undefined;
-  let gateway = req.gateway;
-  if (!subnet) {
-    const seen = observedBridgeAddr(actual, net.name, family);
-    const seenNet = seen ? maskedCidr(seen) : undefined;
-    if (seen && seenNet && !taken.some((t) => overlaps(t.cidr, seenNet))) {
-      subnet = seenNet;
-      gateway ??= addrOf(seen);
-    } else {
-      subnet = pick();
-    }
-  }
+  const sticky = claims.sticky.get(net.name);
+  const subnet = req.subnet ? maskedCidr(req.subnet) : sticky ? maskedCidr(sticky) : pick(claims.all());
   if (!subnet) {
     problems.push({
       message: `network '${net.name}': all predefined address pools have been fully subnetted (IPv${family})`,
@@ -140,9 +130,10 @@ function resolveFamily(
     });
     return undefined;
   }
-  taken.push({ cidr: subnet });
+  claims.picked.push(subnet);
   const c = parseCidr(subnet);
   const hasGw = wantsGateway(net, family);
+  let gateway = req.gateway ?? (sticky && !req.subnet ? addrOf(sticky) : undefined);
   if (hasGw && !gateway) {
     if (req.ipRange) gateway = formatIp(firstAddr(parseCidr(req.ipRange)), family);
     else gateway = formatIp(firstAddr(c) + 1n, family);
@@ -157,6 +148,33 @@ function resolveFamily(
     routeVia: net.internal ? undefined : (defGw ?? (hasGw ? gateway : undefined)),
     aux: req.aux,
   };
+}
+
+/**
+ * Subnets spoken for, per family: explicit ones; then the subnet each network's bridge
+ * already carries (kept unless it now overlaps an explicit one or another kept one); then
+ * the ones picked so far.
+ */
+class Claims {
+  readonly explicit: string[] = [];
+  /** network → the address its bridge carries ("172.18.0.1/16"). */
+  readonly sticky = new Map<string, string>();
+  readonly picked: string[] = [];
+  all(): string[] {
+    return [...this.explicit, ...[...this.sticky.values()].map(maskedCidr), ...this.picked];
+  }
+  static of(nets: readonly NetworkSpec[], actual: KernelState, family: Family): Claims {
+    const c = new Claims();
+    const on = (n: NetworkSpec) => (family === 4 ? n.enableIPv4 : n.enableIPv6);
+    const req = (n: NetworkSpec) => (family === 4 ? n.ipam4 : n.ipam6);
+    for (const n of nets) if (on(n) && req(n).subnet) c.explicit.push(maskedCidr(req(n).subnet!));
+    for (const n of nets) {
+      if (!on(n) || req(n).subnet) continue;
+      const seen = observedBridgeAddr(actual, n.name, family);
+      if (seen && !c.all().some((t) => overlaps(t, maskedCidr(seen)))) c.sticky.set(n.name, seen);
+    }
+    return c;
+  }
 }
 
 /** Allocates addresses within one network family. */
@@ -214,54 +232,17 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
   const pools4 = spec.daemon.defaultAddressPools ?? DEFAULT_POOLS;
   const ula = ulaBase(host.ulaSeed);
   const networks: Record<string, ResolvedNetwork> = {};
-  const taken4: Taken[] = [];
-  const taken6: Taken[] = [];
   const nets = Object.values(spec.networks);
-
-  // Explicit subnets first, so automatic picks never land on them (Docker checks pools the same way).
+  const claims4 = Claims.of(nets, actual, 4);
+  const claims6 = Claims.of(nets, actual, 6);
   for (const n of nets) {
-    if (n.enableIPv4 && n.ipam4.subnet) taken4.push({ cidr: maskedCidr(n.ipam4.subnet) });
-    if (n.enableIPv6 && n.ipam6.subnet) taken6.push({ cidr: maskedCidr(n.ipam6.subnet) });
-  }
-  const explicit4 = taken4.length;
-  const explicit6 = taken6.length;
-  // Sticky subnets next: a network that already has a bridge keeps its subnet.
-  for (const n of nets) {
-    if (n.enableIPv4 && !n.ipam4.subnet) {
-      const seen = observedBridgeAddr(actual, n.name, 4);
-      if (seen && !taken4.some((t) => overlaps(t.cidr, maskedCidr(seen))))
-        taken4.push({ cidr: maskedCidr(seen) });
-    }
-    if (n.enableIPv6 && !n.ipam6.subnet) {
-      const seen = observedBridgeAddr(actual, n.name, 6);
-      if (seen && !taken6.some((t) => overlaps(t.cidr, maskedCidr(seen))))
-        taken6.push({ cidr: maskedCidr(seen) });
-    }
-  }
-  // From here on `taken` grows as networks are resolved; drop the sticky entries so each
-  // network re-claims its own (and no other network can take it).
-  const stickyOnly4 = taken4.splice(explicit4);
-  const stickyOnly6 = taken6.splice(explicit6);
-
-  for (const n of nets) {
-    const others4 = () => [
-      ...taken4,
-      ...stickyOnly4.filter(
-        (s) => s.cidr !== maskedCidr(observedBridgeAddr(actual, n.name, 4) ?? '0.0.0.0/32'),
-      ),
-    ];
-    const others6 = () => [
-      ...taken6,
-      ...stickyOnly6.filter((s) => s.cidr !== maskedCidr(observedBridgeAddr(actual, n.name, 6) ?? '::/128')),
-    ];
     const v4 = n.enableIPv4
       ? resolveFamily(
           n,
           4,
           n.ipam4,
-          actual,
-          taken4,
-          () => pickSubnet(poolSubnets(pools4), others4(), host.reserved4),
+          claims4,
+          (claimed) => pickSubnet(poolSubnets(pools4), claimed, host.reserved4),
           problems,
         )
       : undefined;
@@ -270,9 +251,8 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
           n,
           6,
           n.ipam6,
-          actual,
-          taken6,
-          () => pickSubnet(poolSubnets([{ base: ula, size: 64 }]), others6(), host.reserved6),
+          claims6,
+          (claimed) => pickSubnet(poolSubnets([{ base: ula, size: 64 }]), claimed, host.reserved6),
           problems,
         )
       : undefined;
