@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tether, its demo and its tests need, when missing: Debian packages
-# (iproute2, nftables, util-linux's nsenter, ping, dig, git) and the npm packages.
+# (iproute2, nftables, util-linux's nsenter, ping, dig, git, python3, systemd-analyze) and
+# the npm packages.
 # Idempotent; run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,10 @@ command -v nsenter >/dev/null || need+=(util-linux)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v dig >/dev/null || need+=(dnsutils)
 command -v git >/dev/null || need+=(git)
+# The daemon tests: a stand-in for systemd's notify socket (python3), the unit file check
+# (systemd-analyze; installing the package starts nothing where systemd is not PID 1).
+command -v python3 >/dev/null || need+=(python3)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v node >/dev/null || need+=(nodejs npm)
 if ((${#need[@]})); then
   echo "setup: installing Debian packages: ${need[*]}" >&2

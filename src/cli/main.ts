@@ -5,6 +5,9 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { addDaemonCommands } from '../daemon/cli.js';
+import { queryDaemon } from '../daemon/server.js';
+import { renderDaemonStatus } from '../daemon/status.js';
 import { renderJson, renderText } from '../diff/render.js';
 import { serveDns } from '../dns/serve.js';
 import { applyPlan, type Engine, makePlan, openEngine } from '../engine.js';
@@ -214,6 +217,11 @@ async function cmdContainerInspect(names: string[], opts: { file?: string }, g: 
 }
 
 async function cmdStatus(opts: { json?: boolean }, g: Globals) {
+  const daemon = await queryDaemon(g.instance);
+  if (daemon) {
+    out(opts.json ? `${JSON.stringify(daemon, null, 2)}\n` : renderDaemonStatus(daemon));
+    return;
+  }
   const last = lastApply(g);
   let drift: number | undefined;
   let error: string | undefined;
@@ -281,8 +289,8 @@ async function cmdExec(container: string, argv: string[], g: Globals) {
 export function buildProgram(): Command {
   const program = new Command('tether')
     .description(
-      "A declarative network reconciler: Docker's bridge networking (bridges, veths, addresses, routes, NAT,\n" +
-        'isolation) from Compose-style YAML, made real in the network namespace tether runs in.',
+      "A declarative network reconciler: Docker's bridge networking (bridges, veths, addresses, routes, " +
+        'NAT, isolation, published ports, DNS) from Compose-style YAML, made real in the network namespace tether runs in.',
     )
     .version(VERSION)
     .addOption(
@@ -321,6 +329,7 @@ export function buildProgram(): Command {
     .description('converged or not, what was last applied, drift, errors')
     .option('--json', 'machine-readable')
     .action((o, cmd) => cmdStatus(o, globals(cmd)));
+  addDaemonCommands(program, { instance: (cmd) => globals(cmd).instance, requirements });
   program
     .command('exec')
     .description("run a command in a container's namespace (with its resolv.conf and hosts)")

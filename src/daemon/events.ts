@@ -42,7 +42,8 @@ export type DaemonCodeValue = (typeof DaemonCode)[keyof typeof DaemonCode];
 
 export interface DaemonEvent {
   readonly level: Level;
-  readonly code: DaemonCodeValue;
+  /** A DaemonCode, or a loader warning's code (TETHER_W01xx). */
+  readonly code: DaemonCodeValue | `TETHER_${string}`;
   readonly message: string;
   readonly data?: Readonly<Record<string, unknown>>;
 }
@@ -66,7 +67,7 @@ export function jsonLine(e: DaemonEvent, now = new Date()): string {
 
 /** Human text: "12:00:01.234 info  reconciled …", then the changed actions indented. */
 export function textLine(e: DaemonEvent, now = new Date()): string {
-  const t = now.toTimeString().slice(0, 8) + `.${String(now.getMilliseconds()).padStart(3, '0')}`;
+  const t = `${now.toTimeString().slice(0, 8)}.${String(now.getMilliseconds()).padStart(3, '0')}`;
   let s = `${t} ${e.level.padEnd(5)} ${e.message}\n`;
   const changes = e.data?.changes;
   if (Array.isArray(changes)) for (const c of changes) s += `    ${String(c)}\n`;
