@@ -94,7 +94,10 @@ const counted = (a: Action) => a.op === 'bridge.delete' || a.op === 'netns.delet
  */
 export function massDeletion(plan: Plan, actual: KernelState): string | undefined {
   const total = ownedCount(actual);
-  const gone = plan.actions.filter(counted).length;
+  // A deleted namespace takes its veths with it: they count, though the plan names none.
+  const dying = new Set(plan.actions.flatMap((a) => (a.op === 'netns.delete' ? [a.container] : [])));
+  const vethsWithNs = Object.values(actual.veths).filter((v) => dying.has(v.container)).length;
+  const gone = plan.actions.filter(counted).length + vethsWithNs;
   if (gone >= 3 && gone * 2 > total) {
     return `refusing to delete ${gone} of the ${total} objects tether owns (bridges, namespaces, veths); check the manifests, or pass --prune-all if this is intended`;
   }
