@@ -318,8 +318,9 @@ describe('tether run', () => {
     m = d.mark();
     s.write('a.yaml', '# emptied by mistake\n');
     const refusal = await d.waitFor((e) => e.code === 'TETHER_W0511', 'refusal', m);
+    // 2 namespaces + their 2 veths + the bridge
     expect(refusal.msg).toMatch(
-      /refused the new desired state; generation 1 stays in force: refusing to delete 3/,
+      /refused the new desired state; generation 1 stays in force: refusing to delete 5 of the 5 objects/,
     );
     await d.reconciled(d.events.indexOf(refusal));
     st = await d.status();
