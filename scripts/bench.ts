@@ -9,12 +9,20 @@
  *
  *   npm run bench                 N = 10, 100, 500, 1000
  *   npm run bench -- 10 100       chosen sizes
+ *   npm run bench -- --soak 1000 1000   the daemon's memory over 1000 reconciles (scripts/soak.ts)
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox } from '../test/helpers/sandbox.js';
+import { soak } from './soak.js';
+
+if (process.argv.includes('--soak')) {
+  const [n, cycles] = process.argv.slice(2).filter((a) => a !== '--soak').map(Number);
+  await soak(n || 1000, cycles || 1000);
+  process.exit(0);
+}
 
 const sizes = process.argv.slice(2).map(Number).filter(Boolean);
 const NS = sizes.length ? sizes : [10, 100, 500, 1000];

@@ -1,0 +1,72 @@
+/**
+ * `npm run bench -- --soak [N] [CYCLES]`: the daemon's memory under repeated reconciles.
+ * Starts `tether run` in a sandbox with N containers (default 1000, one published port
+ * each), waits for it to converge, then drives CYCLES reconciles (default 1000) with
+ * SIGHUP, each awaited on the daemon's "reconciled" log line, sampling its resident
+ * memory (VmRSS) as it goes. Prints the samples and the growth from the first tenth to
+ * the last tenth of the run.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Sandbox, TETHER } from '../test/helpers/sandbox.js';
+
+export async function soak(n: number, cycles: number): Promise<void> {
+  const s = Sandbox.create({ uplink: false });
+  try {
+    const lines = ['networks:', '  n: {}', 'containers:'];
+    for (let i = 0; i < n; i++) lines.push(`  c${i}: { networks: [n${n > 1000 ? String(i % 2) : ''}], ports: ["${20000 + i}:80"] }`);
+    if (n > 1000) lines.splice(1, 1, '  n0: {}', '  n1: {}');
+    s.write('m.yaml', `${lines.join('\n')}\n`);
+    const proc = spawn(
+      'nsenter',
+      [`--net=/run/netns/${s.host}`, 'env', `TETHER_STATE_DIR=${join(s.dir, 'state')}`, `TETHER_RUN_DIR=${join(s.dir, 'run')}`, TETHER, '--instance', s.instance, 'run', '-f', s.manifests, '--resync', '1h'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let buf = '';
+    let reconciled = 0;
+    let waiting: (() => void) | undefined;
+    let ready!: () => void;
+    const isReady = new Promise<void>((r) => (ready = r));
+    proc.stderr!.on('data', (b: Buffer) => {
+      buf += b.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line.includes('TETHER_I0502')) ready();
+        if (line.includes('TETHER_I0501')) {
+          reconciled++;
+          waiting?.();
+        }
+      }
+    });
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+    const t0 = performance.now();
+    await isReady;
+    process.stdout.write(`daemon converged ${n} containers in ${((performance.now() - t0) / 1000).toFixed(1)} s; RSS ${rss().toFixed(0)} MiB\n`);
+    const samples: { cycle: number; rssMiB: number }[] = [];
+    const every = Math.max(1, Math.floor(cycles / 20));
+    const c0 = performance.now();
+    for (let c = 1; c <= cycles; c++) {
+      const before = reconciled;
+      const done = new Promise<void>((r) => (waiting = () => reconciled > before && r()));
+      proc.kill('SIGHUP');
+      await done;
+      if (c % every === 0 || c === 1) samples.push({ cycle: c, rssMiB: rss() });
+    }
+    const perCycle = (performance.now() - c0) / cycles;
+    for (const x of samples) process.stdout.write(`cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB\n`);
+    const tenth = Math.max(1, Math.floor(samples.length / 10));
+    const avg = (xs: typeof samples) => xs.reduce((a, x) => a + x.rssMiB, 0) / xs.length;
+    const first = avg(samples.slice(0, tenth));
+    const last = avg(samples.slice(-tenth));
+    process.stdout.write(
+      `${cycles} reconciles of ${n} containers, ${perCycle.toFixed(0)} ms each; RSS first tenth ${first.toFixed(1)} MiB, last tenth ${last.toFixed(1)} MiB (${(last - first >= 0 ? '+' : '') + (last - first).toFixed(1)} MiB)\n`,
+    );
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.on('exit', r));
+  } finally {
+    s.teardownSync();
+  }
+}
