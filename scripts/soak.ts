@@ -3,11 +3,12 @@
  * Starts `tether run` in a sandbox with N containers (default 1000, one published port
  * each), waits for it to converge, then drives CYCLES reconciles (default 1000) with
  * SIGHUP, each awaited on the daemon's "reconciled" log line, sampling its resident
- * memory (VmRSS) as it goes. Prints the samples and the growth from the first tenth to
+ * memory (VmRSS) and its JS heap (from the status socket) as it goes. Prints the samples and the growth from the first tenth to
  * the last tenth of the run.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Sandbox, TETHER } from '../test/helpers/sandbox.js';
 
@@ -41,11 +42,20 @@ export async function soak(n: number, cycles: number): Promise<void> {
         }
       }
     });
+    const sock = join(s.dir, 'run', s.instance, 'daemon.sock');
+    const heap = () =>
+      new Promise<number>((resolve) => {
+        let out = '';
+        const c = connect(sock);
+        c.on('data', (b) => (out += b.toString()));
+        c.on('end', () => resolve(JSON.parse(out).memory.heapUsedBytes / 2 ** 20));
+        c.on('error', () => resolve(Number.NaN));
+      });
     const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
     const t0 = performance.now();
     await isReady;
     process.stdout.write(`daemon converged ${n} containers in ${((performance.now() - t0) / 1000).toFixed(1)} s; RSS ${rss().toFixed(0)} MiB\n`);
-    const samples: { cycle: number; rssMiB: number }[] = [];
+    const samples: { cycle: number; rssMiB: number; heapMiB: number }[] = [];
     const every = Math.max(1, Math.floor(cycles / 20));
     const c0 = performance.now();
     for (let c = 1; c <= cycles; c++) {
@@ -53,10 +63,12 @@ export async function soak(n: number, cycles: number): Promise<void> {
       const done = new Promise<void>((r) => (waiting = () => reconciled > before && r()));
       proc.kill('SIGHUP');
       await done;
-      if (c % every === 0 || c === 1) samples.push({ cycle: c, rssMiB: rss() });
+      if (c % every === 0 || c === 1) samples.push({ cycle: c, rssMiB: rss(), heapMiB: await heap() });
     }
     const perCycle = (performance.now() - c0) / cycles;
-    for (const x of samples) process.stdout.write(`cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB\n`);
+    for (const x of samples) {
+      process.stdout.write(`cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB  JS heap used ${x.heapMiB.toFixed(1)} MiB\n`);
+    }
     const tenth = Math.max(1, Math.floor(samples.length / 10));
     const avg = (xs: typeof samples) => xs.reduce((a, x) => a + x.rssMiB, 0) / xs.length;
     const first = avg(samples.slice(0, tenth));

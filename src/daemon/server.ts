@@ -75,7 +75,10 @@ export async function serveStatus(instance: string, current: () => DaemonStatus)
   }
   const server: Server = createServer((c) => {
     c.on('error', () => {});
-    c.end(`${JSON.stringify(current())}\n`);
+    // The process's memory rides along: operators (and the soak benchmark) watch it.
+    const m = process.memoryUsage();
+    const memory = { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external };
+    c.end(`${JSON.stringify({ ...current(), memory })}\n`);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
