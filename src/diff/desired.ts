@@ -109,7 +109,10 @@ export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
     namespaces,
     sysctls,
     files: dns.files,
-    resolver: dns.config ? { config: canonicalJson(dns.config), running: true } : undefined,
+    resolver:
+      dns.config || dns.proxies.length
+        ? { config: canonicalJson({ dns: dns.config ?? null, proxies: dns.proxies }), running: true }
+        : undefined,
     nft: any
       ? { skeleton: skeletonFingerprint(), sets: desiredSets(r, new Set(Object.keys(bridges))) }
       : { sets: {} },

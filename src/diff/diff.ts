@@ -188,10 +188,12 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   if (!dr) {
     if (ar) rest.push({ op: 'resolver.stop' });
   } else if (!ar || !ar.running || ar.config !== dr.config) {
+    const cfg = JSON.parse(dr.config) as { dns: { networks: unknown[] } | null; proxies: unknown[] };
     rest.push({
       op: 'resolver.reload',
       config: dr.config,
-      networks: (JSON.parse(dr.config) as { networks: unknown[] }).networks.length,
+      networks: cfg.dns?.networks.length ?? 0,
+      proxies: cfg.proxies.length,
       start: !ar?.running,
     });
   }

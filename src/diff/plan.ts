@@ -35,7 +35,8 @@ export type Action =
   | { op: 'nft.element.add' | 'nft.element.delete'; table: string; set: string; key: string }
   | { op: 'file.write'; path: string; content: string; exists: boolean }
   | { op: 'file.delete'; path: string }
-  | { op: 'resolver.reload'; config: string; networks: number; start: boolean }
+  /** The resolver process (DNS for user-defined networks, userland proxies for what NAT cannot serve). */
+  | { op: 'resolver.reload'; config: string; networks: number; proxies: number; start: boolean }
   | { op: 'resolver.stop' };
 
 export interface LinkChange {

@@ -47,10 +47,15 @@ export function describe(a: Action): string {
       return `${a.exists ? '~' : '+'} file ${a.path}`;
     case 'file.delete':
       return `- file ${a.path}`;
-    case 'resolver.reload':
-      return `${a.start ? '+' : '~'} dns resolver for ${a.networks} network${a.networks === 1 ? '' : 's'} (${a.start ? 'start' : 'reload'})`;
+    case 'resolver.reload': {
+      const what = [
+        a.networks ? `dns for ${a.networks} network${a.networks === 1 ? '' : 's'}` : '',
+        a.proxies ? `${a.proxies} loopback proxy${a.proxies === 1 ? '' : 'ies'}` : '',
+      ].filter(Boolean);
+      return `${a.start ? '+' : '~'} resolver process: ${what.join(', ')} (${a.start ? 'start' : 'reload'})`;
+    }
     case 'resolver.stop':
-      return '- dns resolver';
+      return '- resolver process';
   }
 }
 

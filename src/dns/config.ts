@@ -10,6 +10,7 @@
 import { join } from 'node:path';
 import type { Resolved } from '../model/resolved.js';
 import { parseResolvConf, renderHosts, renderResolvConf } from './files.js';
+import type { ProxySpec } from './proxy.js';
 import type { DnsConfig } from './records.js';
 
 export const netnsEtc = () => process.env.TETHER_NETNS_ETC ?? '/etc/netns';
@@ -17,6 +18,8 @@ export const netnsEtc = () => process.env.TETHER_NETNS_ETC ?? '/etc/netns';
 export interface DnsWorld {
   /** Undefined when no user-defined network needs a resolver. */
   readonly config?: DnsConfig;
+  /** Published ports the kernel cannot NAT, relayed in userland (see proxy.ts). */
+  readonly proxies: readonly ProxySpec[];
   /** Absolute path → file content. */
   readonly files: Readonly<Record<string, string>>;
 }
@@ -89,6 +92,27 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
   }
   return {
     config: networks.length ? { networks, endpoints, upstreams } : undefined,
+    proxies: loopbackProxies(r),
     files,
   };
+}
+
+/**
+ * Bindings the kernel cannot serve: the host's [::1] for every IPv6 binding on :: or ::1
+ * (DNAT cannot take a packet out of `lo` in IPv6), and IPv6 bindings of containers that
+ * have no IPv6 (`proxy: true`: NAT cannot turn IPv6 into IPv4).
+ */
+export function loopbackProxies(r: Resolved): ProxySpec[] {
+  const out = new Map<string, ProxySpec>();
+  for (const c of Object.values(r.containers)) {
+    for (const p of c.ports) {
+      if (p.family !== 6 || p.mode === 'routed' || !p.hostPort) continue;
+      const listen = p.proxy ? p.hostIp : p.hostIp === '::' || p.hostIp === '::1' ? '::1' : undefined;
+      if (!listen) continue;
+      const spec: ProxySpec = { protocol: p.protocol === 'udp' ? 'udp' : 'tcp', listen, port: p.hostPort, to: p.containerIp, toPort: p.containerPort };
+      if (p.protocol === 'sctp') continue; // Node has no SCTP sockets
+      out.set(`${spec.protocol} ${spec.listen} ${spec.port}`, spec);
+    }
+  }
+  return [...out.values()].sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
 }

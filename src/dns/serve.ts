@@ -1,7 +1,13 @@
-/** `tether dns-serve`: the resolver process started by apply (see service.ts). */
+/**
+ * `tether dns-serve`: the resolver process started by apply (see service.ts). It serves
+ * the embedded DNS and the userland proxies for published ports NAT cannot reach.
+ */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { sha256hex } from '../model/names.js';
+import { type ProxySpec, Proxies } from './proxy.js';
 import type { DnsConfig } from './records.js';
+
+const EMPTY_DNS: DnsConfig = { networks: [], endpoints: [], upstreams: [] };
 import { startResolver } from './server.js';
 import { dnsFiles } from './service.js';
 
@@ -11,26 +17,31 @@ export async function serveDns(instance: string): Promise<void> {
     process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...data })}\n`);
   const load = () => {
     const text = readFileSync(f.config, 'utf8');
-    return { cfg: JSON.parse(text) as DnsConfig, hash: sha256hex(text) };
+    const parsed = JSON.parse(text) as { dns: DnsConfig | null; proxies: ProxySpec[] };
+    return { cfg: parsed.dns ?? EMPTY_DNS, proxies: parsed.proxies ?? [], hash: sha256hex(text) };
   };
   // A resolver must outlive a bug in one query's handling: log it and keep serving.
   process.on('uncaughtException', (e) =>
     log('error', 'uncaught exception', { error: String(e?.stack ?? e) }),
   );
   process.on('unhandledRejection', (e) => log('error', 'unhandled rejection', { error: String(e) }));
-  let { cfg, hash } = load();
+  let { cfg, proxies: wanted, hash } = load();
   const resolver = await startResolver(cfg, { port: Number(process.env.TETHER_DNS_PORT ?? 53), log });
+  const proxies = new Proxies(log);
+  proxies.set(wanted);
   writeFileSync(f.pid, String(process.pid));
   writeFileSync(f.loaded, hash);
   log('info', 'resolver ready', {
     listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),
+    proxies: proxies.list(),
   });
   let chain = Promise.resolve();
   process.on('SIGHUP', () => {
     chain = chain.then(async () => {
       try {
-        ({ cfg, hash } = load());
+        ({ cfg, proxies: wanted, hash } = load());
         await resolver.reload(cfg);
+        proxies.set(wanted);
         writeFileSync(f.loaded, hash);
         log('info', 'resolver reloaded', {
           listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),
@@ -41,6 +52,7 @@ export async function serveDns(instance: string): Promise<void> {
     });
   });
   const stop = async () => {
+    proxies.close();
     await resolver.close();
     process.exit(0);
   };

@@ -64,6 +64,11 @@ export interface ResolvedPort {
   readonly mode: 'nat' | 'nat-unprotected' | 'routed';
   /** The network carrying the binding. */
   readonly network: string;
+  /**
+   * An IPv6 host binding of a container without IPv6: served by tether's userland proxy
+   * to `containerIp` (IPv4), as docker-proxy does; no NAT rule.
+   */
+  readonly proxy?: boolean;
 }
 
 export interface ResolvedContainer {
