@@ -71,6 +71,17 @@ try {
     `(traffic to the uplink leaves masqueraded as the host's ${HOST_V4}: the uplink has no route to 172.x)`,
   );
 
+  step('reachability by name (ping NAME from row to column; names resolve on user-defined networks only)');
+  say(`${''.padEnd(w)}${names.map((n) => n.padEnd(10)).join('')}`);
+  for (const from of names) {
+    const row = names.map((to) => {
+      if (to === from) return '-'.padEnd(10);
+      const ok = s.inNs(s.ns(from), ['ping', '-c', '1', '-W', '1', '-q', to]).code === 0;
+      return (ok ? 'yes' : 'no').padEnd(10);
+    });
+    say(`${from.padEnd(w)}${row.join('')}`);
+  }
+
   step('tether destroy');
   process.stdout.write(s.tetherOk('destroy'));
   say(`namespaces of the instance left: ${s.instanceNetns().length}`);
