@@ -17,8 +17,6 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
     add('bridges', n.bridge);
     add('samebridge', `${n.bridge} . ${n.bridge}`);
     if (s.internal) add('internal', n.bridge);
-    if (!s.internal && (s.gatewayModeV4 === 'nat-unprotected' || s.gatewayModeV6 === 'nat-unprotected'))
-      add('unprotected', n.bridge);
     for (const [v, fc, mode, hostIp] of [
       ['4', n.v4, s.gatewayModeV4, s.hostIpv4],
       ['6', n.v6, s.gatewayModeV6, s.hostIpv6],
@@ -26,6 +24,7 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
       if (!fc) continue;
       add(`subnets${v}`, fc.subnet);
       if (s.internal) continue;
+      if (mode === 'nat-unprotected') add(`unprotected${v}`, n.bridge);
       if (mode === 'routed') add(`routednet${v}`, fc.subnet);
       if (s.masquerade && isNat(mode)) {
         if (hostIp) add(`snat${v}`, `${fc.subnet} : ${canonicalIp(hostIp)}`);
@@ -43,7 +42,10 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
         add(`routed${v}`, inner);
         continue;
       }
-      if (!p.hostPort) continue;
+      // No host port: nothing to NAT. proxy: served in userland (IPv6 → an IPv4-only
+      // container). ::1: IPv6 loopback cannot be DNAT'd out of `lo`; the userland proxy
+      // serves it (nat-output lets ::1 through untouched).
+      if (!p.hostPort || p.proxy || p.hostIp === '::1') continue;
       const any = p.hostIp === '0.0.0.0' || p.hostIp === '::';
       const key = any
         ? `${p.protocol} . ${p.hostPort}`

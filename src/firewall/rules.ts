@@ -9,14 +9,28 @@
  *       iifname != "lo" ip daddr 127.0.0.0/8 drop           loopback bindings stay local
  *       iifname != "lo" ip6 daddr ::1 drop
  *     }
- *     chain nat-prerouting  { type nat hook prerouting priority dstnat; fib daddr type local jump published }
- *     chain nat-output      { type nat hook output priority dstnat;     fib daddr type local jump published }
+ *     chain nat-prerouting  { type nat hook prerouting priority dstnat;
+ *       iifname @bridges meta l4proto { tcp, udp } th dport 53 fib daddr . iif type local return
+ *                                                              a container asking its own gateway for
+ *                                                              DNS reaches tether's resolver there, not
+ *                                                              a published port 53
+ *       fib daddr type local jump published
+ *     }
+ *     chain nat-output      { type nat hook output priority dstnat;
+ *       ip6 daddr ::1 return                                   ::1 cannot be DNAT'd out of lo: left to
+ *                                                              the userland proxy (src/dns/proxy.ts)
+ *       fib daddr type local jump published
+ *     }
  *     chain published {
  *       dnat ip to ip daddr . meta l4proto . th dport map @dnat4_addr : ip daddr . meta l4proto . th dport map @dnat4_port
  *       dnat ip to meta l4proto . th dport map @dnatany4_addr : meta l4proto . th dport map @dnatany4_port
- *       (the same for ip6)
+ *       ip6 saddr fe80::/10 return                             (Docker: no DNAT for link-local clients)
+ *       (the same two for ip6)
  *     }
  *     chain filter-forward  { type filter hook forward priority filter; policy accept;
+ *       iifname . oifname @samebridge ct status dnat meta mark set meta mark | 0x08000000
+ *                                                              tells the bridge chain below that a
+ *                                                              bridged frame was DNAT'd (published port)
  *       ct state established,related accept
  *       iifname . oifname @samebridge accept                   bridged traffic, seen here when
  *                                                              bridge-nf-call-iptables=1 ("br . br")
@@ -26,7 +40,8 @@
  *       oifname @bridges ip daddr . meta l4proto . th dport @routed4 accept     gateway mode routed
  *       oifname @bridges ip daddr @routednet4 meta l4proto icmp accept
  *       (the same three for ip6)
- *       oifname @unprotected accept                            gateway mode nat-unprotected
+ *       meta nfproto ipv4 oifname @unprotected4 accept          gateway mode nat-unprotected (per family)
+ *       meta nfproto ipv6 oifname @unprotected6 accept
  *       oifname @bridges drop                                  direct access and other networks
  *     }
  *     chain nat-postrouting { type nat hook postrouting priority srcnat;
@@ -34,20 +49,36 @@
  *       oifname @bridges ip saddr 127.0.0.0/8 masquerade                host loopback → published port
  *       oifname != @bridges snat ip to ip saddr map @snat4               host_ipv4
  *       oifname != @bridges ip saddr @masq4 masquerade
- *       (the same for ip6)
+ *       (the same for ip6, without the loopback rule)
  *     }
  *   }
  *   table bridge <instance> {
  *     set noicc_ports { type ifname }                       host veths on networks with enable_icc=false
- *     chain forward { type filter hook forward priority filter; policy accept;
+ *     chain forward { type filter hook forward priority 100; policy accept;
+ *       meta mark & 0x08000000 != 0 meta mark set meta mark & 0xf7ffffff accept
  *       iifname @noicc_ports oifname @noicc_ports drop      no frames from one such port to another
  *     }
  *   }
  *
- * Traffic between containers of one bridge is switched, not routed: it never meets the
- * inet forward hook, which is why ICC is enforced in the bridge family (and needs no
- * br_netfilter). It matches bridge ports, not `meta ibrname`: kernels built without
- * CONFIG_NFT_BRIDGE_META (this one) reject ibrname with EOPNOTSUPP.
+ * Traffic between containers of one bridge is switched, not routed: without br_netfilter it
+ * never meets the inet forward hook, which is why ICC is enforced in the bridge family. It
+ * matches bridge ports, not `meta ibrname`: kernels built without CONFIG_NFT_BRIDGE_META
+ * reject ibrname with EOPNOTSUPP.
+ *
+ * With br_netfilter (bridge-nf-call-iptables=1, the default once the module is loaded, as
+ * Docker loads it), a frame from container A to the host's address is DNAT'd at the bridge
+ * layer and, when the published container B sits on the same bridge, *bridged* to B
+ * ("bridged DNAT") instead of routed. It then passes both forward hooks: the inet one (as
+ * bridge → bridge, with its conntrack entry) and the bridge one (as port A → port B), where
+ * the ICC drop would stop it although it is published-port traffic. The bridge family has
+ * no conntrack here (`ct` is EOPNOTSUPP without nf_conntrack_bridge), so the inet forward
+ * chain flags such packets with mark bit 0x08000000, and the bridge chain — at priority
+ * 100, after br_netfilter's own forward hook (priority 0), which runs the inet one —
+ * accepts and clears it. The bit is set only between those two hooks.
+ *
+ * Hairpin (a container to its own published port) is bridged DNAT back out of the port the
+ * frame came in by, which a bridge does only for ports in hairpin mode (IFLA_BRPORT_MODE):
+ * that is a veth setting for apply, not a rule.
  */
 
 import type { NftCommand } from '../kernel/nft.js';
@@ -55,6 +86,8 @@ import { sha256hex } from '../model/names.js';
 import type { NftState } from '../model/state.js';
 
 export const FAMILY = 'inet';
+/** Mark bit the inet forward chain sets on DNAT'd bridged frames for the bridge chain (see above). */
+export const DNAT_BRIDGED_MARK = 0x08000000;
 export const BRIDGE_FAMILY = 'bridge';
 
 type NftType = 'ifname' | 'ipv4_addr' | 'ipv6_addr' | 'inet_proto' | 'inet_service';
@@ -83,7 +116,8 @@ export const SETS: readonly SetDef[] = [
   set('bridges', ['ifname']),
   set('samebridge', ['ifname', 'ifname']),
   set('internal', ['ifname']),
-  set('unprotected', ['ifname']),
+  set('unprotected4', ['ifname']),
+  set('unprotected6', ['ifname']),
   set('subnets4', [A4], { interval: true }),
   set('subnets6', [A6], { interval: true }),
   set('masq4', [A4], { interval: true }),
@@ -144,6 +178,9 @@ function familyRules(v: '4' | '6') {
   const fam = v === '4' ? 'ip' : 'ip6';
   return {
     dnat: [
+      ...(v === '6'
+        ? [[match(pl('ip6', 'saddr'), { prefix: { addr: 'fe80::', len: 10 } }), { return: null }]]
+        : []),
       [dnat(fam, [pl(fam, 'daddr'), l4, dport], `dnat${v}_addr`, `dnat${v}_port`)],
       [dnat(fam, [l4, dport], `dnatany${v}_addr`, `dnatany${v}_port`)],
     ],
@@ -169,11 +206,15 @@ function familyRules(v: '4' | '6') {
         match(pl(fam, 'saddr'), `@subnets${v}`),
         MASQ,
       ],
-      [
-        match(meta('oifname'), '@bridges'),
-        match(pl(fam, 'saddr'), v === '4' ? { prefix: { addr: '127.0.0.0', len: 8 } } : '::1'),
-        MASQ,
-      ],
+      ...(v === '4'
+        ? [
+            [
+              match(meta('oifname'), '@bridges'),
+              match(pl(fam, 'saddr'), { prefix: { addr: '127.0.0.0', len: 8 } }),
+              MASQ,
+            ],
+          ]
+        : []),
       [
         match(meta('oifname'), '@bridges', '!='),
         { snat: { family: fam, addr: { map: { key: pl(fam, 'saddr'), data: `@snat${v}` } } } },
@@ -205,26 +246,45 @@ export const CHAINS: readonly ChainDef[] = [
     family: 'inet',
     name: 'nat-prerouting',
     base: { type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' },
-    rules: [[fibLocal, { jump: { target: 'published' } }]],
+    rules: [
+      // The embedded resolver (src/dns) listens on port 53 of user networks' gateways.
+      [
+        match(meta('iifname'), '@bridges'),
+        match(l4, { set: ['tcp', 'udp'] }),
+        match(dport, 53),
+        match({ fib: { result: 'type', flags: ['daddr', 'iif'] } }, 'local'),
+        { return: null },
+      ],
+      [fibLocal, { jump: { target: 'published' } }],
+    ],
   },
   {
     family: 'inet',
     name: 'nat-output',
     base: { type: 'nat', hook: 'output', prio: -100, policy: 'accept' },
-    rules: [[fibLocal, { jump: { target: 'published' } }]],
+    rules: [
+      [match(pl('ip6', 'daddr'), '::1'), { return: null }],
+      [fibLocal, { jump: { target: 'published' } }],
+    ],
   },
   {
     family: 'inet',
     name: 'filter-forward',
     base: { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' },
     rules: [
+      [
+        match(concat(meta('iifname'), meta('oifname')), '@samebridge'),
+        match({ ct: { key: 'status' } }, 'dnat', 'in'),
+        { mangle: { key: meta('mark'), value: { '|': [meta('mark'), DNAT_BRIDGED_MARK] } } },
+      ],
       [match({ ct: { key: 'state' } }, ['established', 'related'], 'in'), ACCEPT],
       [match(concat(meta('iifname'), meta('oifname')), '@samebridge'), ACCEPT],
       [match(meta('iifname'), '@internal'), DROP],
       [match(meta('oifname'), '@internal'), DROP],
       ...F4.forward,
       ...F6.forward,
-      [match(meta('oifname'), '@unprotected'), ACCEPT],
+      [match(meta('nfproto'), 'ipv4'), match(meta('oifname'), '@unprotected4'), ACCEPT],
+      [match(meta('nfproto'), 'ipv6'), match(meta('oifname'), '@unprotected6'), ACCEPT],
       [match(meta('oifname'), '@bridges'), DROP],
     ],
   },
@@ -237,8 +297,16 @@ export const CHAINS: readonly ChainDef[] = [
   {
     family: 'bridge',
     name: 'forward',
-    base: { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' },
-    rules: [[match(meta('iifname'), '@noicc_ports'), match(meta('oifname'), '@noicc_ports'), DROP]],
+    // After br_netfilter's forward hook (priority 0), which runs the inet forward chain.
+    base: { type: 'filter', hook: 'forward', prio: 100, policy: 'accept' },
+    rules: [
+      [
+        match({ '&': [meta('mark'), DNAT_BRIDGED_MARK] }, 0, '!='),
+        { mangle: { key: meta('mark'), value: { '&': [meta('mark'), ~DNAT_BRIDGED_MARK >>> 0] } } },
+        ACCEPT,
+      ],
+      [match(meta('iifname'), '@noicc_ports'), match(meta('oifname'), '@noicc_ports'), DROP],
+    ],
   },
 ];
 

@@ -512,10 +512,12 @@ function existingBindings(actual: KernelState): Map<string, number> {
  * address family the host IP allows and the gateway endpoint has an address for; both
  * families share one host port. Ephemeral ports: the port this binding already has in
  * the kernel, else Docker's cursor over the ephemeral range. Routed networks ignore the
- * host port (no NAT). Containers without a gateway endpoint publish nothing.
+ * host port (no NAT). Containers without a gateway endpoint publish nothing. An IPv6
+ * binding of a container without IPv6 is marked `proxy` (served by the userland proxy,
+ * no nft element) unless `daemon.userland-proxy` is false, as in Docker.
  */
 function resolveAllPorts(
-  _spec: Spec,
+  spec: Spec,
   containers: Record<string, ResolvedContainer>,
   networks: Record<string, ResolvedNetwork>,
   actual: KernelState,
@@ -528,7 +530,14 @@ function resolveAllPorts(
     c: ResolvedContainer;
     sp: Spec['containers'][string]['ports'][number];
     offset: number;
-    targets: { family: 4 | 6; ip: string; ep: ResolvedEndpoint; mode: ResolvedPort['mode'] }[];
+    targets: {
+      family: 4 | 6;
+      ip: string;
+      ep: ResolvedEndpoint;
+      mode: ResolvedPort['mode'];
+      /** An IPv6 binding served by the userland proxy to the container's IPv4 address. */
+      proxy?: boolean;
+    }[];
   }
   const pending: Pending[] = [];
   for (const c of Object.values(containers)) {
@@ -543,18 +552,28 @@ function resolveAllPorts(
         const net6 = gw6 && networks[gw6.network]!;
         const deflt = net4?.spec.hostBindingIpv4 ?? net6?.spec.hostBindingIpv4 ?? '0.0.0.0';
         const hostIp = sp.hostIp ?? deflt;
-        const want4 = hostIp === '0.0.0.0' || (!hostIp.includes(':') && hostIp !== '::');
-        const want6 = hostIp === '0.0.0.0' || hostIp.includes(':');
+        // Only the *default* 0.0.0.0 means "all IPv4 and IPv6 addresses"; a binding that
+        // names 0.0.0.0 itself is IPv4-only, one that names :: IPv6-only (§5.2, §5.3).
+        const both = sp.hostIp === undefined && hostIp === '0.0.0.0';
+        const want4 = both || !hostIp.includes(':');
+        const want6 = both || hostIp.includes(':');
         const mode = (m: string) => (m === 'isolated' ? 'nat' : m) as ResolvedPort['mode'];
-        if (want4 && gw4?.ipv4)
-          targets.push({ family: 4, ip: hostIp, ep: gw4, mode: mode(net4!.spec.gatewayModeV4) });
-        if (want6 && gw6?.ipv6)
-          targets.push({
-            family: 6,
-            ip: hostIp === '0.0.0.0' ? '::' : hostIp,
-            ep: gw6,
-            mode: mode(net6!.spec.gatewayModeV6),
-          });
+        // Routed (no NAT): the host address is replaced with the unspecified one (§1.3).
+        const ipFor = (family: 4 | 6, m: ResolvedPort['mode']) =>
+          m === 'routed' || (family === 6 && both) ? (family === 4 ? '0.0.0.0' : '::') : hostIp;
+        if (want4 && gw4?.ipv4) {
+          const m = mode(net4!.spec.gatewayModeV4);
+          targets.push({ family: 4, ip: ipFor(4, m), ep: gw4, mode: m });
+        }
+        if (want6 && gw6?.ipv6) {
+          const m = mode(net6!.spec.gatewayModeV6);
+          targets.push({ family: 6, ip: ipFor(6, m), ep: gw6, mode: m });
+        } else if (want6 && gw4?.ipv4 && spec.daemon.userlandProxy) {
+          // A container without IPv6: Docker's proxy serves the IPv6 binding to its IPv4
+          // address (§5.2, TestProxy4To6); NAT cannot. Not in routed mode (no host port).
+          const m = mode(net4!.spec.gatewayModeV4);
+          if (m !== 'routed') targets.push({ family: 6, ip: ipFor(6, m), ep: gw4, mode: m, proxy: true });
+        }
         pending.push({ c, sp, offset, targets });
       }
     }
@@ -574,9 +593,14 @@ function resolveAllPorts(
     if (fixed(p)) continue;
     const nat = p.targets.filter((t) => t.mode !== 'routed');
     const port = p.sp.target + p.offset;
-    const seen = nat.map((t) =>
-      existing.get(`${t.family} ${p.sp.protocol} ${t.family === 4 ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`),
-    );
+    // Proxied bindings have no NAT element to remember them by; their NAT'd sibling does.
+    const seen = nat
+      .filter((t) => !t.proxy)
+      .map((t) =>
+        existing.get(
+          `${t.family} ${p.sp.protocol} ${t.family === 4 ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`,
+        ),
+      );
     const lo = p.sp.published ?? range[0];
     const hi = p.sp.publishedEnd ?? p.sp.published ?? range[1];
     const same = seen[0];
@@ -618,12 +642,13 @@ function resolveAllPorts(
         family: t.family,
         protocol: p.sp.protocol,
         containerPort: p.sp.target + p.offset,
-        containerIp: (t.family === 4 ? t.ep.ipv4 : t.ep.ipv6)!,
+        containerIp: (t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6)!,
         hostPort,
         hostIp: t.ip,
         ephemeral: !fixed(p),
         mode: t.mode,
         network: t.ep.network,
+        ...(t.proxy ? { proxy: true } : {}),
       });
     }
   }
