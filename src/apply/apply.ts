@@ -19,12 +19,17 @@ import { dirname } from 'node:path';
 import type { Action, Plan } from '../diff/plan.js';
 import { reloadResolver, stopResolver } from '../dns/service.js';
 import { BRIDGE_FAMILY, elementJson, FAMILY, SETS, skeletonCommands } from '../firewall/rules.js';
-import { mapLimit } from '../kernel/exec.js';
+import { mapLimit, mustRun } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
 import { createNetns, deleteNetns } from '../kernel/netns.js';
 import { type NsOp, runNsOps } from '../kernel/nsops.js';
 import { type NftCommand, nftRun } from '../kernel/nft.js';
-import { writeSysctl } from '../kernel/sysctl.js';
+import { readSysctl, writeSysctl } from '../kernel/sysctl.js';
+
+/** Best effort: the key may not exist (a kernel without IPv6). */
+function tryWriteSysctl(key: string, value: string): void {
+  if (readSysctl(key) !== undefined) writeSysctl(key, value);
+}
 import { KernelError } from '../model/errors.js';
 import { epAlias, netAlias, nsAlias, parseAlias } from '../model/names.js';
 
@@ -103,7 +108,7 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   const gone = of('netns.delete');
   await deleteNetns(gone.map((a) => a.name));
   writes += gone.length;
-  if (gone.length) await vethsGone(nl, instance, new Set(gone.map((a) => a.container)));
+  if (gone.length) writes += await vethsGone(nl, instance, new Set(gone.map((a) => a.container)));
 
   lap('netns-removals');
   // 4. namespace creations
@@ -134,6 +139,10 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     await run(a, async () => {
       if (a.op !== 'bridge.create') return 0;
       await nl.createBridge(a.name, a.mtu);
+      // Before the link comes up: no duplicate address detection on the bridge's own
+      // link-local address, which would hold IPv6 neighbour discovery (and so forwarded
+      // IPv6) back for 1-2 s. The gateway addresses are added with nodad as well.
+      tryWriteSysctl(`net.ipv6.conf.${a.name}.accept_dad`, '0');
       await nl.setLink(a.name, { alias: netAlias(instance, a.network), up: true });
       return 2;
     });
@@ -150,6 +159,14 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     }),
   );
   for (const a of veths) push(post, a.nsPath, { t: 'link', name: a.peer, alias: epAlias(instance, a.container, a.network), up: true });
+  // Hairpin on every container's bridge port: with bridge-nf-call-iptables on, a packet a
+  // container sends to its own published port is DNAT'd and bridged back out of the port it
+  // came in on, which a bridge does only for hairpin ports (Docker sets it too when it
+  // runs without its userland proxy). One ip process for all new ports.
+  if (veths.length) {
+    await mustRun('set hairpin on new bridge ports', 'ip', ['-batch', '-'], veths.map((a) => `link set dev ${a.name} type bridge_slave hairpin on\n`).join(''));
+    writes += veths.length;
+  }
   for (const a of hostActs) {
     if (a.op === 'addr.add') await run(a, async () => (await nl.addAddr(index.get(a.dev)!, a.cidr), 1));
     else if (a.op === 'link.set') {
@@ -218,16 +235,23 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
  * wait until the host ends of its veths are gone, so the next observation is clean and a
  * bridge deleted next has no ports left.
  */
-async function vethsGone(nl: HostNetlink, instance: string, containers: ReadonlySet<string>): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const left = (await nl.links()).filter((l) => {
+async function vethsGone(nl: HostNetlink, instance: string, containers: ReadonlySet<string>): Promise<number> {
+  const graceUntil = Date.now() + 1000;
+  const left = async () =>
+    (await nl.links()).filter((l) => {
       const a = parseAlias(instance, l.alias);
       return a?.kind === 'ep' && containers.has(a.container);
     });
-    if (!left.length) return;
-    if (Date.now() > deadline) {
-      throw new KernelError('delete namespaces', `${left.length} veths of deleted namespaces are still present after 15 s`);
+  for (;;) {
+    const now = await left();
+    if (!now.length) return 0;
+    if (Date.now() > graceUntil) {
+      // A process still running in the namespace keeps it (and its veths) alive after
+      // `ip netns del`: remove those veths one by one.
+      for (const l of now) await nl.deleteLink(l.name).catch(() => undefined);
+      const still = await left();
+      if (still.length) throw new KernelError('delete namespaces', `${still.length} veths of deleted namespaces could not be removed`);
+      return now.length;
     }
     await new Promise((r) => setTimeout(r, 20));
   }

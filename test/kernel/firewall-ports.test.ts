@@ -269,13 +269,10 @@ describe('published ports on the kernel', () => {
     ]);
   });
 
-  // KNOWN FAILURE, kept visible rather than skipped: hairpin needs the veth's bridge-port
-  // hairpin mode (`ip link set VETH type bridge_slave hairpin on`, IFLA_BRPORT_MODE), which
-  // apply does not set. With br_netfilter (bridge-nf-call-iptables=1) the DNAT happens at the
-  // bridge layer and the frame is *bridged* back to the port it came from, which a bridge
-  // refuses without hairpin mode. The firewall side (DNAT, same-bridge accept, masquerade to
-  // the gateway) is in place. Flip to `it(` once src/apply sets hairpin mode.
-  it.fails('hairpin: the container reaches its own published port through the host', async () => {
+  // With br_netfilter (bridge-nf-call-iptables=1) the DNAT happens at the bridge layer and
+  // the frame is bridged back out of the port it came from, which needs the port's hairpin
+  // mode: apply sets it on every container port.
+  it('hairpin: the container reaches its own published port through the host', async () => {
     const r = await s.probe(s.ns('w'), [tcp(HOST_V4, 8080), tcp(GW_WEB, 8080), tcp(HOST_V6, 8080)]);
     expect(r.map(show)).toEqual([
       `tcp ${HOST_V4}:8080 → w ${GW_WEB} 80`,

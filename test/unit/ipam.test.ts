@@ -126,6 +126,15 @@ containers:
   it('publishes ports on the gateway endpoint; ephemeral ports start at the range start and stay', () => {
     const r = res('networks:\n  n: {}\ncontainers:\n  a: { networks: [n], ports: ["8080:80", "53/udp", "127.0.0.1::5432"] }\n');
     const ports = r.containers.a!.ports.map((p) => `${p.hostIp}:${p.hostPort}->${p.containerPort}/${p.protocol}`);
-    expect(ports).toEqual(['0.0.0.0:8080->80/tcp', '0.0.0.0:32768->53/udp', '127.0.0.1:32768->5432/tcp']);
+    // The default binding is IPv4 and IPv6 with one host port; this IPv4-only container's
+    // IPv6 bindings are served by the userland proxy (Docker's docker-proxy does the same).
+    expect(ports).toEqual([
+      '0.0.0.0:8080->80/tcp',
+      ':::8080->80/tcp',
+      '0.0.0.0:32768->53/udp',
+      ':::32768->53/udp',
+      '127.0.0.1:32768->5432/tcp',
+    ]);
+    expect(r.containers.a!.ports.filter((p) => p.proxy).map((p) => p.family)).toEqual([6, 6]);
   });
 });
