@@ -213,7 +213,7 @@ describe('tether run', () => {
     expect(s.instanceNetns().sort()).toEqual([s.ns('c1'), s.ns('c2')]);
     expect(containerAddr(s, 'c2')).toBe('172.18.0.3');
     // Only c2's objects: netns, veth, address, route, its two files, the resolver reload.
-    expect(r.changes.filter((c: string) => c.includes('c2') || c.includes('dns resolver'))).toEqual(
+    expect(r.changes.filter((c: string) => c.includes('c2') || c.includes('resolver process'))).toEqual(
       r.changes,
     );
 
