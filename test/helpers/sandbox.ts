@@ -47,7 +47,7 @@ export interface RunResult {
 }
 
 function sh(cmd: string, args: string[], input?: string): RunResult {
-  const r = spawnSync(cmd, args, { input, encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(cmd, args, { input, encoding: 'utf8', timeout: 300_000, maxBuffer: 1 << 28 });
   return {
     code: r.status ?? 1,
     stdout: r.stdout ?? '',
@@ -99,45 +99,28 @@ export class Sandbox {
     return s;
   }
 
-  private addUplink() {
-    must('ip', ['netns', 'add', this.uplink]);
-    this.hasUplink = true;
-    must('ip', ['-n', this.uplink, 'link', 'set', 'lo', 'up']);
-    must('ip', [
-      '-n',
-      this.host,
-      'link',
-      'add',
-      'uplink0',
-      'type',
-      'veth',
-      'peer',
-      'name',
-      'eth0',
-      'netns',
-      this.uplink,
-    ]);
-    must(
-      'ip',
-      ['-n', this.host, '-batch', '-'],
-      [
-        `addr add ${HOST_V4}/24 dev uplink0`,
-        `addr add ${HOST_V6}/64 dev uplink0 nodad`,
-        'link set uplink0 up',
-        `route add default via ${UPLINK_V4}`,
-        `route add default via ${UPLINK_V6}`,
-      ].join('\n'),
-    );
-    must(
-      'ip',
-      ['-n', this.uplink, '-batch', '-'],
-      [
-        `addr add ${UPLINK_V4}/24 dev eth0`,
-        `addr add ${UPLINK_V6}/64 dev eth0 nodad`,
-        'link set eth0 up',
-      ].join('\n'),
-    );
+  /**
+   * A namespace `peer` joined to the sandbox host by a veth (`hostIf` on the host, `eth0`
+   * in the peer), with the given addresses (v4/24 and v6/64) on each side.
+   */
+  private joinPeer(peer: string, hostIf: string, host: [string, string], far: [string, string], hostRoutes: string[] = []) {
+    must('ip', ['netns', 'add', peer]);
+    must('ip', ['-n', peer, 'link', 'set', 'lo', 'up']);
+    must('ip', ['-n', this.host, 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', peer]);
+    const side = (dev: string, [v4, v6]: [string, string], extra: string[]) =>
+      [`addr add ${v4}/24 dev ${dev}`, `addr add ${v6}/64 dev ${dev} nodad`, `link set ${dev} up`, ...extra].join('\n');
+    must('ip', ['-n', this.host, '-batch', '-'], side(hostIf, host, hostRoutes));
+    must('ip', ['-n', peer, '-batch', '-'], side('eth0', far, []));
   }
+
+  private addUplink() {
+    this.hasUplink = true; // first: teardown removes it even if the set-up fails half-way
+    this.joinPeer(this.uplink, 'uplink0', [HOST_V4, HOST_V6], [UPLINK_V4, UPLINK_V6], [
+      `route add default via ${UPLINK_V4}`,
+      `route add default via ${UPLINK_V6}`,
+    ]);
+  }
+
 
   /** Write a manifest file into the sandbox's manifest directory. */
   write(name: string, yaml: string): string {
@@ -198,42 +181,10 @@ export class Sandbox {
    */
   addNeighbour(): void {
     if (this.hasNeighbour) return;
-    must('ip', ['netns', 'add', this.neighbour]);
     this.hasNeighbour = true;
-    must('ip', ['-n', this.neighbour, 'link', 'set', 'lo', 'up']);
-    must('ip', [
-      '-n',
-      this.host,
-      'link',
-      'add',
-      'lan0',
-      'type',
-      'veth',
-      'peer',
-      'name',
-      'eth0',
-      'netns',
-      this.neighbour,
-    ]);
-    must(
-      'ip',
-      ['-n', this.host, '-batch', '-'],
-      [
-        `addr add ${LAN_HOST_V4}/24 dev lan0`,
-        `addr add ${LAN_HOST_V6}/64 dev lan0 nodad`,
-        'link set lan0 up',
-      ].join('\n'),
-    );
-    must(
-      'ip',
-      ['-n', this.neighbour, '-batch', '-'],
-      [
-        `addr add ${LAN_PEER_V4}/24 dev eth0`,
-        `addr add ${LAN_PEER_V6}/64 dev eth0 nodad`,
-        'link set eth0 up',
-      ].join('\n'),
-    );
+    this.joinPeer(this.neighbour, 'lan0', [LAN_HOST_V4, LAN_HOST_V6], [LAN_PEER_V4, LAN_PEER_V6]);
   }
+
 
   /** `ip -n NS ARGS...` in one of this sandbox's namespaces; throws on failure. */
   ip(ns: string, ...args: string[]): string {
