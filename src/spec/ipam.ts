@@ -483,6 +483,13 @@ class PortBook {
 /** Host ports of bindings that exist in the kernel (nft maps): "family proto containerIp containerPort hostIp" → hostPort. */
 function existingBindings(actual: KernelState): Map<string, number> {
   const out = new Map<string, number>();
+  // Bindings served by the userland proxy live in the resolver process's configuration.
+  try {
+    const cfg = actual.resolver ? (JSON.parse(actual.resolver.config) as { proxies?: { protocol: string; listen: string; port: number; to: string; toPort: number }[] }) : {};
+    for (const x of cfg.proxies ?? []) out.set(`6 ${x.protocol} ${x.to} ${x.toPort} ${x.listen}`, x.port);
+  } catch {
+    /* an unreadable configuration remembers nothing */
+  }
   for (const v of ['4', '6'] as const) {
     const any = v === '4' ? '0.0.0.0' : '::';
     const addrOfKey = new Map<string, string>();
@@ -593,14 +600,10 @@ function resolveAllPorts(
     if (fixed(p)) continue;
     const nat = p.targets.filter((t) => t.mode !== 'routed');
     const port = p.sp.target + p.offset;
-    // Proxied bindings have no NAT element to remember them by; their NAT'd sibling does.
-    const seen = nat
-      .filter((t) => !t.proxy)
-      .map((t) =>
-        existing.get(
-          `${t.family} ${p.sp.protocol} ${t.family === 4 ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`,
-        ),
-      );
+    // Proxied bindings are remembered by the running proxy configuration (existingBindings).
+    const seen = nat.map((t) =>
+      existing.get(`${t.family} ${p.sp.protocol} ${t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`),
+    );
     const lo = p.sp.published ?? range[0];
     const hi = p.sp.publishedEnd ?? p.sp.published ?? range[1];
     const same = seen[0];

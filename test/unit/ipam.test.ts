@@ -137,4 +137,12 @@ containers:
     ]);
     expect(r.containers.a!.ports.filter((p) => p.proxy).map((p) => p.family)).toEqual([6, 6]);
   });
+
+  it('keeps the ephemeral port of a binding only the userland proxy serves', () => {
+    const m = 'networks:\n  n: {}\ncontainers:\n  a: { networks: [n], ports: ["[::]::80"] }\n';
+    const proxies = [{ protocol: 'tcp', listen: '::', port: 40123, to: '172.18.0.2', toPort: 80 }];
+    const actual: KernelState = { ...EMPTY_STATE, resolver: { config: JSON.stringify({ dns: null, proxies }), running: true } };
+    const p = res(m, actual).containers.a!.ports;
+    expect(p.map((x) => `${x.hostIp}:${x.hostPort} proxy=${!!x.proxy}`)).toEqual([':::40123 proxy=true']);
+  });
 });
