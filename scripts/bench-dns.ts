@@ -12,7 +12,10 @@ import { ROOT, Sandbox } from '../test/helpers/sandbox.js';
 const queries = Number(process.argv[2] ?? 10_000);
 const s = Sandbox.create({ uplink: false });
 try {
-  s.write('m.yaml', 'networks:\n  net: {}\ncontainers:\n  a: { networks: [net] }\n  b: { networks: [net], ports: ["8080:80"] }\n');
+  s.write(
+    'm.yaml',
+    'networks:\n  net: {}\ncontainers:\n  a: { networks: [net] }\n  b: { networks: [net], ports: ["8080:80"] }\n',
+  );
   s.tetherOk('apply', '-f', s.manifests);
   const pid = Number(readFileSync(join(s.dir, 'run', s.instance, 'dns.pid'), 'utf8'));
   const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
@@ -24,7 +27,11 @@ try {
     sock.on('message', (m) => { const r = packet.decode(m); if (r.answers.length !== 1) { console.error('bad answer'); process.exit(1); }
       lat.push(Number(process.hrtime.bigint() - t0) / 1e6); if (lat.length === n) { sock.close(); console.log(JSON.stringify(lat)); } else ask(); });
     ask();`;
-  const r = s.inNs(s.ns('a'), ['node', '-e', client.replace(/require\('dns-packet'\)/, `require('${join(ROOT, 'node_modules/dns-packet')}')`)]);
+  const r = s.inNs(s.ns('a'), [
+    'node',
+    '-e',
+    client.replace(/require\('dns-packet'\)/, `require('${join(ROOT, 'node_modules/dns-packet')}')`),
+  ]);
   if (r.code !== 0) throw new Error(r.stderr);
   const lat = (JSON.parse(r.stdout) as number[]).sort((x, y) => x - y);
   const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!;

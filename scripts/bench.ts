@@ -12,14 +12,17 @@
  *   npm run bench -- --soak 1000 1000   the daemon's memory over 1000 reconciles (scripts/soak.ts)
  */
 import { spawnSync } from 'node:child_process';
-import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox } from '../test/helpers/sandbox.js';
 import { soak } from './soak.js';
 
 if (process.argv.includes('--soak')) {
-  const [n, cycles] = process.argv.slice(2).filter((a) => a !== '--soak').map(Number);
+  const [n, cycles] = process.argv
+    .slice(2)
+    .filter((a) => a !== '--soak')
+    .map(Number);
   await soak(n || 1000, cycles || 1000);
   process.exit(0);
 }
@@ -71,22 +74,39 @@ function lowerBound(n: number, nets: number): number {
     const host: string[] = [];
     for (let i = 0; i < n; i++) host.push(`netns add ${pre}-c${i}`);
     for (let k = 0; k < nets; k++) {
-      host.push(`link add lbbr${k} type bridge`, `addr add 10.${100 + k}.0.1/16 dev lbbr${k}`, `link set lbbr${k} up`);
+      host.push(
+        `link add lbbr${k} type bridge`,
+        `addr add 10.${100 + k}.0.1/16 dev lbbr${k}`,
+        `link set lbbr${k} up`,
+      );
     }
     for (let i = 0; i < n; i++) {
-      host.push(`link add lbv${i} type veth peer name eth0 netns ${pre}-c${i}`, `link set lbv${i} master lbbr${i % nets} up`);
+      host.push(
+        `link add lbv${i} type veth peer name eth0 netns ${pre}-c${i}`,
+        `link set lbv${i} master lbbr${i % nets} up`,
+      );
     }
-    const nft = ['table inet lb {', ' map dnat4 { type inet_proto . inet_service : ipv4_addr . inet_service; }'];
+    const nft = [
+      'table inet lb {',
+      ' map dnat4 { type inet_proto . inet_service : ipv4_addr . inet_service; }',
+    ];
     const elems: string[] = [];
     const t0 = performance.now();
     sh('nsenter', [`--net=/run/netns/${s.host}`, 'ip', '-batch', '-'], `${host.join('\n')}\n`);
     for (let i = 0; i < n; i++) {
       const k = i % nets;
       const ip = `10.${100 + k}.${Math.floor(i / nets / 250)}.${(Math.floor(i / nets) % 250) + 2}`;
-      sh('ip', ['-n', `${pre}-c${i}`, '-batch', '-'], `link set lo up\nlink set eth0 up\naddr add ${ip}/16 dev eth0\nroute add default via 10.${100 + k}.0.1\n`);
+      sh(
+        'ip',
+        ['-n', `${pre}-c${i}`, '-batch', '-'],
+        `link set lo up\nlink set eth0 up\naddr add ${ip}/16 dev eth0\nroute add default via 10.${100 + k}.0.1\n`,
+      );
       elems.push(`tcp . ${20000 + i} : ${ip} . 80`);
     }
-    nft.push(` chain pre { type nat hook prerouting priority dstnat; fib daddr type local dnat ip to meta l4proto . th dport map @dnat4; }`, '}');
+    nft.push(
+      ` chain pre { type nat hook prerouting priority dstnat; fib daddr type local dnat ip to meta l4proto . th dport map @dnat4; }`,
+      '}',
+    );
     nft.push(`add element inet lb dnat4 { ${elems.join(', ')} }`);
     sh('nsenter', [`--net=/run/netns/${s.host}`, 'nft', '-f', '-'], `${nft.join('\n')}\n`);
     const ms = performance.now() - t0;
@@ -130,7 +150,18 @@ for (const n of NS) {
       const destroyMs = performance.now() - t0;
       const peakRssKb = Math.max(...[cold, noop, add, remove, changePort].map((x) => x.rssKb ?? 0));
       const lowerBoundMs = lowerBound(n, nets);
-      rows.push({ n, networks: nets, cold, noop, add, remove, changePort, destroyMs, peakRssKb, lowerBoundMs });
+      rows.push({
+        n,
+        networks: nets,
+        cold,
+        noop,
+        add,
+        remove,
+        changePort,
+        destroyMs,
+        peakRssKb,
+        lowerBoundMs,
+      });
       process.stderr.write(`bench: N=${n} networks=${nets} done\n`);
     } finally {
       s.teardownSync();
@@ -139,21 +170,37 @@ for (const n of NS) {
 }
 
 const f = (x: number) => x.toFixed(0);
-const header = ['N', 'nets', 'cold ms', 'cold, whole command', 'lower bound ms', 'ratio', 'no-op ms (writes)', 'add 1 ms (writes)', 'remove 1 ms (writes)', 'port ms (writes)', 'destroy ms', 'peak RSS MiB'];
-const table = [header, ...rows.map((r) => [
-  String(r.n),
-  String(r.networks),
-  f(r.cold.ms),
-  f(r.cold.wallMs),
-  f(r.lowerBoundMs),
-  (r.cold.ms / r.lowerBoundMs).toFixed(2),
-  `${f(r.noop.ms)} (${r.noop.writes})`,
-  `${f(r.add.ms)} (${r.add.writes})`,
-  `${f(r.remove.ms)} (${r.remove.writes})`,
-  `${f(r.changePort.ms)} (${r.changePort.writes})`,
-  f(r.destroyMs),
-  (r.peakRssKb / 1024).toFixed(0),
-])];
+const header = [
+  'N',
+  'nets',
+  'cold ms',
+  'cold, whole command',
+  'lower bound ms',
+  'ratio',
+  'no-op ms (writes)',
+  'add 1 ms (writes)',
+  'remove 1 ms (writes)',
+  'port ms (writes)',
+  'destroy ms',
+  'peak RSS MiB',
+];
+const table = [
+  header,
+  ...rows.map((r) => [
+    String(r.n),
+    String(r.networks),
+    f(r.cold.ms),
+    f(r.cold.wallMs),
+    f(r.lowerBoundMs),
+    (r.cold.ms / r.lowerBoundMs).toFixed(2),
+    `${f(r.noop.ms)} (${r.noop.writes})`,
+    `${f(r.add.ms)} (${r.add.writes})`,
+    `${f(r.remove.ms)} (${r.remove.writes})`,
+    `${f(r.changePort.ms)} (${r.changePort.writes})`,
+    f(r.destroyMs),
+    (r.peakRssKb / 1024).toFixed(0),
+  ]),
+];
 const md = [
   `| ${table[0]!.join(' | ')} |`,
   `|${table[0]!.map(() => '---').join('|')}|`,
@@ -163,4 +210,7 @@ const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem()
 process.stdout.write(
   `${md}\n\nTimes are measured inside \`bin/tether apply\` (observe, plan, apply, verify: what one reconcile of the daemon costs); "whole command" adds process start-up. Writes are kernel write operations. Machine: ${machine}\n`,
 );
-writeFileSync(join(import.meta.dirname, '../bench-results.json'), `${JSON.stringify({ machine, date: new Date().toISOString(), rows }, null, 2)}\n`);
+writeFileSync(
+  join(import.meta.dirname, '../bench-results.json'),
+  `${JSON.stringify({ machine, date: new Date().toISOString(), rows }, null, 2)}\n`,
+);

@@ -16,12 +16,26 @@ export async function soak(n: number, cycles: number): Promise<void> {
   const s = Sandbox.create({ uplink: false });
   try {
     const lines = ['networks:', '  n: {}', 'containers:'];
-    for (let i = 0; i < n; i++) lines.push(`  c${i}: { networks: [n${n > 1000 ? String(i % 2) : ''}], ports: ["${20000 + i}:80"] }`);
+    for (let i = 0; i < n; i++)
+      lines.push(`  c${i}: { networks: [n${n > 1000 ? String(i % 2) : ''}], ports: ["${20000 + i}:80"] }`);
     if (n > 1000) lines.splice(1, 1, '  n0: {}', '  n1: {}');
     s.write('m.yaml', `${lines.join('\n')}\n`);
     const proc = spawn(
       'nsenter',
-      [`--net=/run/netns/${s.host}`, 'env', `TETHER_STATE_DIR=${join(s.dir, 'state')}`, `TETHER_RUN_DIR=${join(s.dir, 'run')}`, TETHER, '--instance', s.instance, 'run', '-f', s.manifests, '--resync', '1h'],
+      [
+        `--net=/run/netns/${s.host}`,
+        'env',
+        `TETHER_STATE_DIR=${join(s.dir, 'state')}`,
+        `TETHER_RUN_DIR=${join(s.dir, 'run')}`,
+        TETHER,
+        '--instance',
+        s.instance,
+        'run',
+        '-f',
+        s.manifests,
+        '--resync',
+        '1h',
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let buf = '';
@@ -51,10 +65,13 @@ export async function soak(n: number, cycles: number): Promise<void> {
         c.on('end', () => resolve(JSON.parse(out).memory.heapUsedBytes / 2 ** 20));
         c.on('error', () => resolve(Number.NaN));
       });
-    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+    const rss = () =>
+      Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
     const t0 = performance.now();
     await isReady;
-    process.stdout.write(`daemon converged ${n} containers in ${((performance.now() - t0) / 1000).toFixed(1)} s; RSS ${rss().toFixed(0)} MiB\n`);
+    process.stdout.write(
+      `daemon converged ${n} containers in ${((performance.now() - t0) / 1000).toFixed(1)} s; RSS ${rss().toFixed(0)} MiB\n`,
+    );
     const samples: { cycle: number; rssMiB: number; heapMiB: number }[] = [];
     const every = Math.max(1, Math.floor(cycles / 20));
     const c0 = performance.now();
@@ -67,7 +84,9 @@ export async function soak(n: number, cycles: number): Promise<void> {
     }
     const perCycle = (performance.now() - c0) / cycles;
     for (const x of samples) {
-      process.stdout.write(`cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB  JS heap used ${x.heapMiB.toFixed(1)} MiB\n`);
+      process.stdout.write(
+        `cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB  JS heap used ${x.heapMiB.toFixed(1)} MiB\n`,
+      );
     }
     const tenth = Math.max(1, Math.floor(samples.length / 10));
     const avg = (xs: typeof samples) => xs.reduce((a, x) => a + x.rssMiB, 0) / xs.length;

@@ -115,7 +115,8 @@ export interface ApplyOutcome extends PlanResult {
 }
 
 const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
-const prefix = (p: string, o: Readonly<Record<string, number>>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [p + k, v]));
+const prefix = (p: string, o: Readonly<Record<string, number>>) =>
+  Object.fromEntries(Object.entries(o).map(([k, v]) => [p + k, v]));
 
 export async function applyPlan(
   engine: Engine,
@@ -135,7 +136,12 @@ export async function applyPlan(
   const { writes, phases } = await apply(first.plan, { instance: engine.instance, nl: engine.nl });
   const applied = performance.now();
   const again = await makePlan(engine, spec);
-  const timings = { plan: ms(t0, planned), ...prefix('apply.', phases), apply: ms(planned, applied), verify: ms(applied, performance.now()) };
+  const timings = {
+    plan: ms(t0, planned),
+    ...prefix('apply.', phases),
+    apply: ms(planned, applied),
+    verify: ms(applied, performance.now()),
+  };
   return { ...first, writes, residual: again.plan, after: again, timings };
 }
 

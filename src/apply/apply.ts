@@ -22,14 +22,15 @@ import { BRIDGE_FAMILY, elementJson, FAMILY, SETS, skeletonCommands } from '../f
 import { mapLimit, mustRun } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
 import { createNetns, deleteNetns } from '../kernel/netns.js';
-import { type NsOp, runNsOps } from '../kernel/nsops.js';
 import { type NftCommand, nftRun } from '../kernel/nft.js';
+import { type NsOp, runNsOps } from '../kernel/nsops.js';
 import { readSysctl, writeSysctl } from '../kernel/sysctl.js';
 
 /** Best effort: the key may not exist (a kernel without IPv6). */
 function tryWriteSysctl(key: string, value: string): void {
   if (readSysctl(key) !== undefined) writeSysctl(key, value);
 }
+
 import { KernelError } from '../model/errors.js';
 import { epAlias, netAlias, nsAlias, parseAlias } from '../model/names.js';
 
@@ -84,7 +85,8 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   const pre = new Map<string, NsOp[]>();
   for (const a of acts) {
     if (a.op === 'route.del') push(pre, a.nsPath, { t: 'route', add: false, via: a.via, dev: a.dev });
-    else if (a.op === 'addr.del' && a.nsPath) push(pre, a.nsPath, { t: 'addr', add: false, dev: a.dev, cidr: a.cidr });
+    else if (a.op === 'addr.del' && a.nsPath)
+      push(pre, a.nsPath, { t: 'addr', add: false, dev: a.dev, cidr: a.cidr });
   }
   writes += await runBatches(pre);
 
@@ -126,7 +128,8 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   // Bridges and their addresses first (veths are enslaved to them), then the veth pairs,
   // pipelined: each pair is independent, and netlink requests in flight overlap.
   const hostActs = acts.filter(
-    (a) => a.op === 'bridge.create' || (a.op === 'addr.add' && !a.nsPath) || (a.op === 'link.set' && !a.nsPath),
+    (a) =>
+      a.op === 'bridge.create' || (a.op === 'addr.add' && !a.nsPath) || (a.op === 'link.set' && !a.nsPath),
   );
   const run = async (a: Action, fn: () => Promise<number>) => {
     try {
@@ -158,20 +161,36 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
       return 2;
     }),
   );
-  for (const a of veths) push(post, a.nsPath, { t: 'link', name: a.peer, alias: epAlias(instance, a.container, a.network), up: true });
+  for (const a of veths)
+    push(post, a.nsPath, {
+      t: 'link',
+      name: a.peer,
+      alias: epAlias(instance, a.container, a.network),
+      up: true,
+    });
   // Hairpin on every container's bridge port: with bridge-nf-call-iptables on, a packet a
   // container sends to its own published port is DNAT'd and bridged back out of the port it
   // came in on, which a bridge does only for hairpin ports (Docker sets it too when it
   // runs without its userland proxy). One ip process for all new ports.
   if (veths.length) {
-    await mustRun('set hairpin on new bridge ports', 'ip', ['-batch', '-'], veths.map((a) => `link set dev ${a.name} type bridge_slave hairpin on\n`).join(''));
+    await mustRun(
+      'set hairpin on new bridge ports',
+      'ip',
+      ['-batch', '-'],
+      veths.map((a) => `link set dev ${a.name} type bridge_slave hairpin on\n`).join(''),
+    );
     writes += veths.length;
   }
   for (const a of hostActs) {
     if (a.op === 'addr.add') await run(a, async () => (await nl.addAddr(index.get(a.dev)!, a.cidr), 1));
     else if (a.op === 'link.set') {
       const master = a.change.master === undefined ? undefined : (index.get(a.change.master) ?? null);
-      await run(a, async () => (await nl.setLink(a.name, { mtu: a.change.mtu, mac: a.change.mac, up: a.change.up, master }), 1));
+      await run(
+        a,
+        async () => (
+          await nl.setLink(a.name, { mtu: a.change.mtu, mac: a.change.mac, up: a.change.up, master }), 1
+        ),
+      );
     }
   }
 
@@ -185,8 +204,16 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   lap('sysctls');
   // 6. container-side creations
   for (const a of acts) {
-    if (a.op === 'link.set' && a.nsPath) push(post, a.nsPath, { t: 'link', name: a.name, mtu: a.change.mtu, mac: a.change.mac, up: a.change.up });
-    else if (a.op === 'addr.add' && a.nsPath) push(post, a.nsPath, { t: 'addr', add: true, dev: a.dev, cidr: a.cidr });
+    if (a.op === 'link.set' && a.nsPath)
+      push(post, a.nsPath, {
+        t: 'link',
+        name: a.name,
+        mtu: a.change.mtu,
+        mac: a.change.mac,
+        up: a.change.up,
+      });
+    else if (a.op === 'addr.add' && a.nsPath)
+      push(post, a.nsPath, { t: 'addr', add: true, dev: a.dev, cidr: a.cidr });
     else if (a.op === 'route.add') push(post, a.nsPath, { t: 'route', add: true, via: a.via, dev: a.dev });
   }
   writes += await runBatches(post);
@@ -200,8 +227,7 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     if (a.op === 'file.write') {
       mkdirSync(dirname(a.path), { recursive: true });
       writeFileSync(a.path, a.content);
-    }
-    else if (a.op === 'file.delete') {
+    } else if (a.op === 'file.delete') {
       rmSync(a.path, { force: true });
       try {
         rmdirSync(dirname(a.path));
@@ -235,7 +261,11 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
  * wait until the host ends of its veths are gone, so the next observation is clean and a
  * bridge deleted next has no ports left.
  */
-async function vethsGone(nl: HostNetlink, instance: string, containers: ReadonlySet<string>): Promise<number> {
+async function vethsGone(
+  nl: HostNetlink,
+  instance: string,
+  containers: ReadonlySet<string>,
+): Promise<number> {
   const graceUntil = Date.now() + 1000;
   const left = async () =>
     (await nl.links()).filter((l) => {
@@ -250,7 +280,11 @@ async function vethsGone(nl: HostNetlink, instance: string, containers: Readonly
       // `ip netns del`: remove those veths one by one.
       for (const l of now) await nl.deleteLink(l.name).catch(() => undefined);
       const still = await left();
-      if (still.length) throw new KernelError('delete namespaces', `${still.length} veths of deleted namespaces could not be removed`);
+      if (still.length)
+        throw new KernelError(
+          'delete namespaces',
+          `${still.length} veths of deleted namespaces could not be removed`,
+        );
       return now.length;
     }
     await new Promise((r) => setTimeout(r, 20));

@@ -42,7 +42,8 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
       // A dying namespace takes its veths with it: the kernel removes all of a
       // namespace's interfaces in one batch (one RCU grace period instead of one per
       // veth), which apply waits for.
-      if (!dyingNs.has(a.container)) del.push({ op: 'veth.delete', container: a.container, network: a.network, name: v });
+      if (!dyingNs.has(a.container))
+        del.push({ op: 'veth.delete', container: a.container, network: a.network, name: v });
     }
   }
 
@@ -101,7 +102,8 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   // sysctls after the bridges they may name (route_localnet is per bridge)
   for (const k of keys(desired.sysctls)) {
     const want = desired.sysctls[k]!;
-    if (actual.sysctls[k] !== want) add.push({ op: 'sysctl.set', key: k, value: want, from: actual.sysctls[k] });
+    if (actual.sysctls[k] !== want)
+      add.push({ op: 'sysctl.set', key: k, value: want, from: actual.sysctls[k] });
   }
   for (const v of keys(desired.veths)) {
     const d = desired.veths[v]!;
@@ -149,8 +151,7 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     }
     for (const r of d.routes) {
       const fresh =
-        !a?.links[r.dev] ||
-        dyingVeth.has(wantVeth.get(epKey(c, d.links[r.dev]?.network ?? ''))?.name ?? '');
+        !a?.links[r.dev] || dyingVeth.has(wantVeth.get(epKey(c, d.links[r.dev]?.network ?? ''))?.name ?? '');
       const have =
         !fresh && a!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
       if (!have)
@@ -201,11 +202,17 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
 }
 
 /** A link of a surviving namespace whose veth is being deleted or recreated. */
-function isLinkDying(a: NamespaceState, dev: string, dyingVeth: ReadonlySet<string>, haveVeth: VethIndex): boolean {
+function isLinkDying(
+  a: NamespaceState,
+  dev: string,
+  dyingVeth: ReadonlySet<string>,
+  haveVeth: VethIndex,
+): boolean {
   const v = haveVeth.get(epKey(a.container, a.links[dev]?.network ?? ''));
   return !!v && dyingVeth.has(v.name);
 }
 
 type VethIndex = ReadonlyMap<string, VethState>;
 const epKey = (container: string, network: string) => `${container}\u0000${network}`;
-const indexVeths = (s: KernelState): VethIndex => new Map(Object.values(s.veths).map((v) => [epKey(v.container, v.network), v]));
+const indexVeths = (s: KernelState): VethIndex =>
+  new Map(Object.values(s.veths).map((v) => [epKey(v.container, v.network), v]));

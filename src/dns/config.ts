@@ -109,7 +109,13 @@ export function loopbackProxies(r: Resolved): ProxySpec[] {
       if (p.family !== 6 || p.mode === 'routed' || !p.hostPort) continue;
       const listen = p.proxy ? p.hostIp : p.hostIp === '::' || p.hostIp === '::1' ? '::1' : undefined;
       if (!listen) continue;
-      const spec: ProxySpec = { protocol: p.protocol === 'udp' ? 'udp' : 'tcp', listen, port: p.hostPort, to: p.containerIp, toPort: p.containerPort };
+      const spec: ProxySpec = {
+        protocol: p.protocol === 'udp' ? 'udp' : 'tcp',
+        listen,
+        port: p.hostPort,
+        to: p.containerIp,
+        toPort: p.containerPort,
+      };
       if (p.protocol === 'sctp') continue; // Node has no SCTP sockets
       out.set(`${spec.protocol} ${spec.listen} ${spec.port}`, spec);
     }

@@ -4,10 +4,11 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { sha256hex } from '../model/names.js';
-import { type ProxySpec, Proxies } from './proxy.js';
+import { Proxies, type ProxySpec } from './proxy.js';
 import type { DnsConfig } from './records.js';
 
 const EMPTY_DNS: DnsConfig = { networks: [], endpoints: [], upstreams: [] };
+
 import { startResolver } from './server.js';
 import { dnsFiles } from './service.js';
 

@@ -315,7 +315,14 @@ export class HostNetlink {
     const v6 = via.includes(':');
     try {
       await this.sock.newRoute(
-        { family: v6 ? AF_INET6 : AF_INET, dstLen: 0, table: 254, protocol: 'BOOT', scope: 'UNIVERSE', type: 'UNICAST' },
+        {
+          family: v6 ? AF_INET6 : AF_INET,
+          dstLen: 0,
+          table: 254,
+          protocol: 'BOOT',
+          scope: 'UNIVERSE',
+          type: 'UNICAST',
+        },
         { gateway: ipBuffer(via), oif },
         { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
       );

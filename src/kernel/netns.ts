@@ -45,13 +45,23 @@ export function listNetns(): string[] {
 /** Create named namespaces, all in one `ip -batch` process. */
 export async function createNetns(names: readonly string[]): Promise<void> {
   if (!names.length) return;
-  await mustRun(`create namespaces ${names.join(', ')}`, 'ip', ['-batch', '-'], names.map((n) => `netns add ${q(n)}\n`).join(''));
+  await mustRun(
+    `create namespaces ${names.join(', ')}`,
+    'ip',
+    ['-batch', '-'],
+    names.map((n) => `netns add ${q(n)}\n`).join(''),
+  );
 }
 
 /** Delete named namespaces, all in one `ip -batch` process. */
 export async function deleteNetns(names: readonly string[]): Promise<void> {
   if (!names.length) return;
-  await mustRun(`delete namespaces ${names.join(', ')}`, 'ip', ['-batch', '-'], names.map((n) => `netns del ${q(n)}\n`).join(''));
+  await mustRun(
+    `delete namespaces ${names.join(', ')}`,
+    'ip',
+    ['-batch', '-'],
+    names.map((n) => `netns del ${q(n)}\n`).join(''),
+  );
 }
 
 function parseJsonLines(text: string): unknown[] {

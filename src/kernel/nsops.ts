@@ -9,7 +9,14 @@ import { openInNamespace } from './netlink.js';
 import { batchNs, q } from './netns.js';
 
 export type NsOp =
-  | { readonly t: 'link'; readonly name: string; readonly alias?: string; readonly mtu?: number; readonly mac?: string; readonly up?: boolean }
+  | {
+      readonly t: 'link';
+      readonly name: string;
+      readonly alias?: string;
+      readonly mtu?: number;
+      readonly mac?: string;
+      readonly up?: boolean;
+    }
   | { readonly t: 'addr'; readonly add: boolean; readonly dev: string; readonly cidr: string }
   | { readonly t: 'route'; readonly add: boolean; readonly via: string; readonly dev: string };
 
@@ -40,12 +47,14 @@ export async function runNsOps(path: string, ops: readonly NsOp[]): Promise<void
     const idx = async (dev: string) => {
       if (!index.has(dev)) index = new Map((await h.links()).map((l) => [l.name, l.index]));
       const i = index.get(dev);
-      if (i === undefined) throw new KernelError(`configure namespace ${path}`, `no interface ${dev}`, 'not-found');
+      if (i === undefined)
+        throw new KernelError(`configure namespace ${path}`, `no interface ${dev}`, 'not-found');
       return i;
     };
     for (const op of ops) {
       try {
-        if (op.t === 'link') await h.setLink(op.name, { alias: op.alias, mtu: op.mtu, mac: op.mac, up: op.up });
+        if (op.t === 'link')
+          await h.setLink(op.name, { alias: op.alias, mtu: op.mtu, mac: op.mac, up: op.up });
         else if (op.t === 'addr' && op.add) await h.addAddr(await idx(op.dev), op.cidr);
         else if (op.t === 'addr') await h.delAddr(await idx(op.dev), op.cidr);
         else if (op.add) await h.replaceDefaultRoute(op.via, await idx(op.dev));

@@ -675,7 +675,8 @@ class Checker {
   // --- published ports ------------------------------------------------------------------
 
   /** The host addresses a binding without host_ip listens on, from its gateway network. */
-  private defaultHostIps(ct: ContainerSpec): Ip[] | undefined {
+  /** The network whose endpoint carries the container's published ports (its gateway). */
+  private gatewayNetwork(ct: ContainerSpec): NetworkSpec | undefined {
     const nets = ct.networks
       .map((a) => ({ a, n: this.spec.networks[a.network] }))
       .filter((x): x is { a: (typeof ct.networks)[number]; n: NetworkSpec } => x.n !== undefined);
@@ -686,7 +687,11 @@ class Checker {
         Number(x.n.internal) - Number(y.n.internal) ||
         (x.n.name < y.n.name ? -1 : x.n.name > y.n.name ? 1 : 0),
     );
-    const gw = nets[0]?.n;
+    return nets[0]?.n;
+  }
+
+  private defaultHostIps(ct: ContainerSpec): Ip[] | undefined {
+    const gw = this.gatewayNetwork(ct);
     if (!gw || gw.internal) return undefined; // no publishing without external connectivity
     const binding = parseIp(gw.hostBindingIpv4);
     if (!binding) return undefined;
@@ -719,7 +724,12 @@ class Checker {
         if (hostLen !== ctrLen) return;
         const ips = port.hostIp !== undefined ? [parseIp(port.hostIp)!] : defaults;
         if (!ips) return;
+        const gw = this.gatewayNetwork(ct);
         for (const ip of ips) {
+          // Gateway mode routed publishes without NAT: it claims no host port (§1.3). An
+          // IPv6 binding of a network without IPv6 is the IPv4 endpoint's (proxied) one.
+          const v6own = ip.family === 6 && gw?.enableIPv6;
+          if ((v6own ? gw?.gatewayModeV6 : gw?.gatewayModeV4) === 'routed') continue;
           bindings.push({
             container: name,
             port,

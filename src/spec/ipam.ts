@@ -485,7 +485,11 @@ function existingBindings(actual: KernelState): Map<string, number> {
   const out = new Map<string, number>();
   // Bindings served by the userland proxy live in the resolver process's configuration.
   try {
-    const cfg = actual.resolver ? (JSON.parse(actual.resolver.config) as { proxies?: { protocol: string; listen: string; port: number; to: string; toPort: number }[] }) : {};
+    const cfg = actual.resolver
+      ? (JSON.parse(actual.resolver.config) as {
+          proxies?: { protocol: string; listen: string; port: number; to: string; toPort: number }[];
+        })
+      : {};
     for (const x of cfg.proxies ?? []) out.set(`6 ${x.protocol} ${x.to} ${x.toPort} ${x.listen}`, x.port);
   } catch {
     /* an unreadable configuration remembers nothing */
@@ -602,7 +606,9 @@ function resolveAllPorts(
     const port = p.sp.target + p.offset;
     // Proxied bindings are remembered by the running proxy configuration (existingBindings).
     const seen = nat.map((t) =>
-      existing.get(`${t.family} ${p.sp.protocol} ${t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`),
+      existing.get(
+        `${t.family} ${p.sp.protocol} ${t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`,
+      ),
     );
     const lo = p.sp.published ?? range[0];
     const hi = p.sp.publishedEnd ?? p.sp.published ?? range[1];

@@ -103,24 +103,50 @@ export class Sandbox {
    * A namespace `peer` joined to the sandbox host by a veth (`hostIf` on the host, `eth0`
    * in the peer), with the given addresses (v4/24 and v6/64) on each side.
    */
-  private joinPeer(peer: string, hostIf: string, host: [string, string], far: [string, string], hostRoutes: string[] = []) {
+  private joinPeer(
+    peer: string,
+    hostIf: string,
+    host: [string, string],
+    far: [string, string],
+    hostRoutes: string[] = [],
+  ) {
     must('ip', ['netns', 'add', peer]);
     must('ip', ['-n', peer, 'link', 'set', 'lo', 'up']);
-    must('ip', ['-n', this.host, 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', peer]);
+    must('ip', [
+      '-n',
+      this.host,
+      'link',
+      'add',
+      hostIf,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      peer,
+    ]);
     const side = (dev: string, [v4, v6]: [string, string], extra: string[]) =>
-      [`addr add ${v4}/24 dev ${dev}`, `addr add ${v6}/64 dev ${dev} nodad`, `link set ${dev} up`, ...extra].join('\n');
+      [
+        `addr add ${v4}/24 dev ${dev}`,
+        `addr add ${v6}/64 dev ${dev} nodad`,
+        `link set ${dev} up`,
+        ...extra,
+      ].join('\n');
     must('ip', ['-n', this.host, '-batch', '-'], side(hostIf, host, hostRoutes));
     must('ip', ['-n', peer, '-batch', '-'], side('eth0', far, []));
   }
 
   private addUplink() {
     this.hasUplink = true; // first: teardown removes it even if the set-up fails half-way
-    this.joinPeer(this.uplink, 'uplink0', [HOST_V4, HOST_V6], [UPLINK_V4, UPLINK_V6], [
-      `route add default via ${UPLINK_V4}`,
-      `route add default via ${UPLINK_V6}`,
-    ]);
+    this.joinPeer(
+      this.uplink,
+      'uplink0',
+      [HOST_V4, HOST_V6],
+      [UPLINK_V4, UPLINK_V6],
+      [`route add default via ${UPLINK_V4}`, `route add default via ${UPLINK_V6}`],
+    );
   }
-
 
   /** Write a manifest file into the sandbox's manifest directory. */
   write(name: string, yaml: string): string {
@@ -184,7 +210,6 @@ export class Sandbox {
     this.hasNeighbour = true;
     this.joinPeer(this.neighbour, 'lan0', [LAN_HOST_V4, LAN_HOST_V6], [LAN_PEER_V4, LAN_PEER_V6]);
   }
-
 
   /** `ip -n NS ARGS...` in one of this sandbox's namespaces; throws on failure. */
   ip(ns: string, ...args: string[]): string {

@@ -184,7 +184,22 @@ describe('the instance lock', () => {
       const { spawn } = await import('node:child_process');
       const run = () =>
         new Promise<number>((res) => {
-          const p = spawn('nsenter', [`--net=/run/netns/${s.host}`, 'env', `TETHER_STATE_DIR=${s.dir}/state`, `TETHER_RUN_DIR=${s.dir}/run`, `${ROOT}/bin/tether`, '--instance', s.instance, 'apply', '-f', s.manifests], { stdio: 'ignore' });
+          const p = spawn(
+            'nsenter',
+            [
+              `--net=/run/netns/${s.host}`,
+              'env',
+              `TETHER_STATE_DIR=${s.dir}/state`,
+              `TETHER_RUN_DIR=${s.dir}/run`,
+              `${ROOT}/bin/tether`,
+              '--instance',
+              s.instance,
+              'apply',
+              '-f',
+              s.manifests,
+            ],
+            { stdio: 'ignore' },
+          );
           p.on('exit', (c) => res(c ?? 1));
         });
       expect(await Promise.all([run(), run()])).toEqual([0, 0]);
@@ -209,7 +224,9 @@ describe('drift repair by apply', () => {
       s.inNs(s.host, ['nft', 'flush', 'set', 'inet', s.instance, 'masq4']);
       const pid = Number(readFileSync(join(s.dir, 'run', s.instance, 'dns.pid'), 'utf8'));
       process.kill(pid, 'SIGKILL');
-      const drift = JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions.map((a: any) => a.op).sort();
+      const drift = JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json'))
+        .actions.map((a: any) => a.op)
+        .sort();
       // veth up, b's route, the masq4 element, the resolver
       expect(drift).toEqual(['link.set', 'nft.element.add', 'resolver.reload', 'route.add'].sort());
       s.inNs(s.host, ['ip', 'link', 'del', bridge]);

@@ -115,6 +115,8 @@ describe('diff', () => {
   it('destroy: empty desired deletes bridges, namespaces and the table', () => {
     const p = diff(EMPTY_STATE, world(['a', 'b']), T);
     // 1 bridge + 2 namespaces (with their veths) + 1 table = 4
-    expect(p.actions.map((a) => a.op).sort()).toEqual(['bridge.delete', 'netns.delete', 'netns.delete', 'nft.table.delete'].sort());
+    expect(p.actions.map((a) => a.op).sort()).toEqual(
+      ['bridge.delete', 'netns.delete', 'netns.delete', 'nft.table.delete'].sort(),
+    );
   });
 });

@@ -12,7 +12,11 @@ import { loadSpecFromStrings } from '../../src/spec/load.js';
 
 const world = (text: string) =>
   dnsWorld(
-    resolve(loadSpecFromStrings([{ path: 'm.yaml', text }]), 'tt', EMPTY_STATE, { reserved4: [], reserved6: [], ulaSeed: 's' }),
+    resolve(loadSpecFromStrings([{ path: 'm.yaml', text }]), 'tt', EMPTY_STATE, {
+      reserved4: [],
+      reserved6: [],
+      ulaSeed: 's',
+    }),
     'nameserver 192.0.2.53\nsearch example.internal\n',
   );
 
@@ -29,7 +33,10 @@ containers:
 `);
 
   it('serves user-defined networks on their gateways, not the default bridge', () => {
-    expect(w.config!.networks.map((n) => `${n.name} ${n.listen.join(',')}`)).toEqual(['web 172.18.0.1', 'back 172.19.0.1']);
+    expect(w.config!.networks.map((n) => `${n.name} ${n.listen.join(',')}`)).toEqual([
+      'web 172.18.0.1',
+      'back 172.19.0.1',
+    ]);
     expect(w.config!.upstreams).toEqual(['192.0.2.53']);
   });
 

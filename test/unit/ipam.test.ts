@@ -7,12 +7,18 @@
 import { describe, expect, it } from 'vitest';
 import { SpecError } from '../../src/model/errors.js';
 import { EMPTY_STATE, type KernelState } from '../../src/model/state.js';
-import { loadSpecFromStrings } from '../../src/spec/load.js';
 import { type HostFacts, resolve, ulaBase } from '../../src/spec/ipam.js';
+import { loadSpecFromStrings } from '../../src/spec/load.js';
 
-const HOST: HostFacts = { reserved4: [], reserved6: [], ulaSeed: 'test-machine', ephemeralPorts: [32768, 60999] };
+const HOST: HostFacts = {
+  reserved4: [],
+  reserved6: [],
+  ulaSeed: 'test-machine',
+  ephemeralPorts: [32768, 60999],
+};
 const load = (text: string) => loadSpecFromStrings([{ path: 'm.yaml', text }]);
-const res = (text: string, actual: KernelState = EMPTY_STATE, host: HostFacts = HOST) => resolve(load(text), 'tt', actual, host);
+const res = (text: string, actual: KernelState = EMPTY_STATE, host: HostFacts = HOST) =>
+  resolve(load(text), 'tt', actual, host);
 
 describe('IPAM', () => {
   it("gives Docker's subnets: default bridge 172.17/16, then 172.18/16, 172.19/16, …", () => {
@@ -43,9 +49,15 @@ describe('IPAM', () => {
 
   it('honours daemon bip, fixed-cidr and default-address-pools', () => {
     const r = res('daemon:\n  bip: 192.168.1.1/24\n  fixed-cidr: 192.168.1.128/25\ncontainers:\n  x: {}\n');
-    expect(r.networks.bridge!.v4).toMatchObject({ subnet: '192.168.1.0/24', gateway: '192.168.1.1', ipRange: '192.168.1.128/25' });
+    expect(r.networks.bridge!.v4).toMatchObject({
+      subnet: '192.168.1.0/24',
+      gateway: '192.168.1.1',
+      ipRange: '192.168.1.128/25',
+    });
     expect(r.containers.x!.endpoints[0]!.ipv4).toBe('192.168.1.128');
-    const p = res('daemon:\n  default-address-pools: [{ base: 10.10.0.0/16, size: 24 }]\nnetworks:\n  a: {}\n');
+    const p = res(
+      'daemon:\n  default-address-pools: [{ base: 10.10.0.0/16, size: 24 }]\nnetworks:\n  a: {}\n',
+    );
     expect(p.networks.bridge!.v4!.subnet).toBe('10.10.0.0/24');
     expect(p.networks.a!.v4!.subnet).toBe('10.10.1.0/24');
   });
@@ -84,14 +96,19 @@ containers:
         },
       },
     };
-    const r = res('networks:\n  a: {}\ncontainers:\n  x: { networks: [a] }\n  y: { networks: [a] }\n', actual);
+    const r = res(
+      'networks:\n  a: {}\ncontainers:\n  x: { networks: [a] }\n  y: { networks: [a] }\n',
+      actual,
+    );
     expect(r.networks.a!.v4!.subnet).toBe('172.25.0.0/16');
     expect(r.containers.y!.endpoints[0]!.ipv4).toBe('172.25.0.9');
     expect(r.containers.x!.endpoints[0]!.ipv4).toBe('172.25.0.2');
   });
 
   it('gives IPv6 a /64 of the per-host ULA /48, and IPv6-only networks no IPv4', () => {
-    const r = res('networks:\n  d: { enable_ipv6: true }\n  o: { enable_ipv4: false, enable_ipv6: true }\ncontainers:\n  x: { networks: [d, o] }\n');
+    const r = res(
+      'networks:\n  d: { enable_ipv6: true }\n  o: { enable_ipv4: false, enable_ipv6: true }\ncontainers:\n  x: { networks: [d, o] }\n',
+    );
     const ula = ulaBase('test-machine');
     expect(ula).toMatch(/^fd[0-9a-f]{2}:[0-9a-f]{1,4}:[0-9a-f]{1,4}::\/48$/);
     expect(r.networks.d!.v6!.subnet.endsWith('/64')).toBe(true);
@@ -103,7 +120,9 @@ containers:
   });
 
   it('names interfaces eth0, eth1 in manifest order and picks the gateway by gw_priority, then name', () => {
-    const r = res('networks:\n  zz: {}\n  aa: {}\ncontainers:\n  x: { networks: [zz, aa] }\n  y: { networks: { zz: { gw_priority: 5 }, aa: {} } }\n');
+    const r = res(
+      'networks:\n  zz: {}\n  aa: {}\ncontainers:\n  x: { networks: [zz, aa] }\n  y: { networks: { zz: { gw_priority: 5 }, aa: {} } }\n',
+    );
     const x = r.containers.x!.endpoints;
     expect(x.map((e) => `${e.ifname}:${e.network}`)).toEqual(['eth0:zz', 'eth1:aa']);
     expect(x.find((e) => e.isGateway4)!.network).toBe('aa');
@@ -118,14 +137,21 @@ containers:
 
   it('reports exhausted pools and a full subnet as input errors', () => {
     const many = Array.from({ length: 32 }, (_, i) => `  n${i}: {}`).join('\n');
-    expect(() => res(`networks:\n${many}\n`)).toThrow(/all predefined address pools have been fully subnetted/);
-    const full = 'networks:\n  n: { ipam: { config: [{ subnet: 172.30.0.0/30 }] } }\ncontainers:\n  a: { networks: [n] }\n  b: { networks: [n] }\n';
+    expect(() => res(`networks:\n${many}\n`)).toThrow(
+      /all predefined address pools have been fully subnetted/,
+    );
+    const full =
+      'networks:\n  n: { ipam: { config: [{ subnet: 172.30.0.0/30 }] } }\ncontainers:\n  a: { networks: [n] }\n  b: { networks: [n] }\n';
     expect(() => res(full)).toThrow(SpecError);
   });
 
   it('publishes ports on the gateway endpoint; ephemeral ports start at the range start and stay', () => {
-    const r = res('networks:\n  n: {}\ncontainers:\n  a: { networks: [n], ports: ["8080:80", "53/udp", "127.0.0.1::5432"] }\n');
-    const ports = r.containers.a!.ports.map((p) => `${p.hostIp}:${p.hostPort}->${p.containerPort}/${p.protocol}`);
+    const r = res(
+      'networks:\n  n: {}\ncontainers:\n  a: { networks: [n], ports: ["8080:80", "53/udp", "127.0.0.1::5432"] }\n',
+    );
+    const ports = r.containers.a!.ports.map(
+      (p) => `${p.hostIp}:${p.hostPort}->${p.containerPort}/${p.protocol}`,
+    );
     // The default binding is IPv4 and IPv6 with one host port; this IPv4-only container's
     // IPv6 bindings are served by the userland proxy (Docker's docker-proxy does the same).
     expect(ports).toEqual([
@@ -141,7 +167,10 @@ containers:
   it('keeps the ephemeral port of a binding only the userland proxy serves', () => {
     const m = 'networks:\n  n: {}\ncontainers:\n  a: { networks: [n], ports: ["[::]::80"] }\n';
     const proxies = [{ protocol: 'tcp', listen: '::', port: 40123, to: '172.18.0.2', toPort: 80 }];
-    const actual: KernelState = { ...EMPTY_STATE, resolver: { config: JSON.stringify({ dns: null, proxies }), running: true } };
+    const actual: KernelState = {
+      ...EMPTY_STATE,
+      resolver: { config: JSON.stringify({ dns: null, proxies }), running: true },
+    };
     const p = res(m, actual).containers.a!.ports;
     expect(p.map((x) => `${x.hostIp}:${x.hostPort} proxy=${!!x.proxy}`)).toEqual([':::40123 proxy=true']);
   });

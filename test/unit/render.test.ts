@@ -18,7 +18,9 @@ const HOST_RESOLV = 'nameserver 192.0.2.53\n';
 
 function seedPlan() {
   const path = join(ROOT, 'manifests/10-alpine-net.yaml');
-  const spec = loadSpecFromStrings([{ path: 'manifests/10-alpine-net.yaml', text: readFileSync(path, 'utf8') }]);
+  const spec = loadSpecFromStrings([
+    { path: 'manifests/10-alpine-net.yaml', text: readFileSync(path, 'utf8') },
+  ]);
   const r = resolve(spec, 'tt', EMPTY_STATE, { reserved4: [], reserved6: [], ulaSeed: 'golden' });
   const desired = desiredState(r, HOST_RESOLV);
   return { plan: diff(desired, EMPTY_STATE, 'tt'), desired };

@@ -601,3 +601,20 @@ describe('bridge size limits', () => {
     );
   });
 });
+
+describe('routed bindings claim no host port', () => {
+  it('accepts a routed network and a nat network publishing the same host port', () => {
+    const text = `
+networks:
+  r: { driver_opts: { com.docker.network.bridge.gateway_mode_ipv4: routed } }
+  n: {}
+containers:
+  a: { networks: [r], ports: ["8080:80"] }
+  b: { networks: [n], ports: ["8080:80"] }
+`;
+    expect(() => loadSpecFromStrings([{ path: 'm.yaml', text }])).not.toThrow();
+    expect(() =>
+      loadSpecFromStrings([{ path: 'm.yaml', text: text.replace('networks: [r]', 'networks: [n]') }]),
+    ).toThrow(/8080/);
+  });
+});
