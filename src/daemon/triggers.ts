@@ -253,6 +253,7 @@ export async function watchKernel(
       }
     }
   });
+  sock.socket.socket.on('error', () => {}); // see HostNetlink: never let an error escape a native callback
   sock.socket.on('error', (e) => {
     raw.next({ kind: 'kernel', detail: `netlink listener: ${e.message} (notifications may be lost)` });
   });

@@ -10,6 +10,25 @@ import * as nl from 'netlink';
 import { KernelError } from '../model/errors.js';
 
 const { rt, ifla, Flags, FlagsGet, FlagsNew } = nl;
+
+/**
+ * The package calls these from its native poll callback; a JS exception escaping them
+ * terminates the process ("terminate called after throwing an instance of
+ * 'Napi::Error'"). Catch it there, report it on stderr with its stack, and carry on: the
+ * request it belonged to times out or the next reconcile observes afresh.
+ */
+for (const method of ['_receive', '_error'] as const) {
+  const proto = nl.RawNetlinkSocket.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const original = proto[method]!;
+  proto[method] = function (this: unknown, ...args: unknown[]) {
+    try {
+      return original.apply(this, args);
+    } catch (e) {
+      process.stderr.write(`tether: netlink ${method} handler failed: ${(e as Error)?.stack ?? e}\n`);
+      return undefined;
+    }
+  };
+}
 type RtSocket = ReturnType<typeof nl.createRtNetlink>;
 
 export interface NlLink {
@@ -122,6 +141,12 @@ export class HostNetlink {
   /** A socket in this process's namespace, or one made elsewhere (see openInNamespace). */
   constructor(sock?: RtSocket) {
     this.sock = sock ?? nl.createRtNetlink();
+    // An 'error' event without a listener is thrown from inside the package's native
+    // callback, which aborts the process ("Error in native callback"). Requests still
+    // fail through their own callbacks; this keeps a socket-level error (say ENOBUFS
+    // under a flood of notifications) from taking the process down.
+    this.sock.socket.on('error', () => {});
+    this.sock.socket.socket.on('error', () => {});
   }
 
   close(): void {
@@ -131,13 +156,20 @@ export class HostNetlink {
   private queue: Promise<unknown> = Promise.resolve();
 
   /**
-   * Dumps run one at a time on the socket: the package reassembles one multipart reply
-   * at a time, and interleaved dumps fail with "Multipart message not terminated".
+   * Requests run one at a time on the socket. The package reassembles one multipart reply
+   * at a time: a dump interleaved with another dump, or with the ACKs of other requests,
+   * is cut short ("Multipart message not terminated properly") and leaves the socket's
+   * request table inconsistent. (Pipelining writes measured no gain: the kernel
+   * serialises them under the RTNL lock anyway.)
    */
-  private dump(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
-    const next = this.queue.then(() => this.dumpNow(type, header, what));
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn);
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  private dump(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
+    return this.serial(() => this.dumpNow(type, header, what));
   }
 
   /** A dump that fails rather than returns an inconsistent view. */
@@ -224,7 +256,7 @@ export class HostNetlink {
 
   async createBridge(name: string, mtu?: number, mac?: string): Promise<void> {
     try {
-      await this.sock.newLink(
+      await this.serial(() => this.sock.newLink(
         {},
         {
           ifname: name,
@@ -233,7 +265,7 @@ export class HostNetlink {
           linkinfo: ifla.formatInfo({ kind: 'bridge' }) as unknown as Buffer,
         },
         { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-      );
+      ));
     } catch (e) {
       throw wrap(`create bridge ${name}`, e);
     }
@@ -260,7 +292,7 @@ export class HostNetlink {
         address: opts.peerMac ? macBuffer(opts.peerMac) : undefined,
       });
       const peer = Buffer.concat([peerHdr, streamBuffer(attrs)]);
-      await this.sock.newLink(
+      await this.serial(() => this.sock.newLink(
         {},
         {
           ifname: name,
@@ -271,7 +303,7 @@ export class HostNetlink {
           }) as unknown as Buffer,
         },
         { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-      );
+      ));
     } catch (e) {
       throw wrap(`create veth ${name} (peer ${peerName} in ${peerNsPath})`, e);
     } finally {
@@ -290,13 +322,13 @@ export class HostNetlink {
         data.flags = { up: change.up };
         data.change = { up: true };
       }
-      await this.sock.setLink(data as never, {
+      await this.serial(() => this.sock.setLink(data as never, {
         ifname: name,
         master: change.master === null ? 0 : change.master,
         mtu: change.mtu,
         address: change.mac ? macBuffer(change.mac) : undefined,
         ifalias: change.alias,
-      });
+      }));
     } catch (e) {
       throw wrap(`set link ${name}`, e);
     }
@@ -304,7 +336,7 @@ export class HostNetlink {
 
   async deleteLink(name: string): Promise<void> {
     try {
-      await this.sock.delLink({}, { ifname: name });
+      await this.serial(() => this.sock.delLink({}, { ifname: name }));
     } catch (e) {
       throw wrap(`delete link ${name}`, e);
     }
@@ -314,7 +346,7 @@ export class HostNetlink {
   async replaceDefaultRoute(via: string, oif: number): Promise<void> {
     const v6 = via.includes(':');
     try {
-      await this.sock.newRoute(
+      await this.serial(() => this.sock.newRoute(
         {
           family: v6 ? AF_INET6 : AF_INET,
           dstLen: 0,
@@ -325,7 +357,7 @@ export class HostNetlink {
         },
         { gateway: ipBuffer(via), oif },
         { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
-      );
+      ));
     } catch (e) {
       throw wrap(`replace default route via ${via}`, e);
     }
@@ -334,10 +366,10 @@ export class HostNetlink {
   async delDefaultRoute(via: string, oif: number): Promise<void> {
     const v6 = via.includes(':');
     try {
-      await this.sock.delRoute(
+      await this.serial(() => this.sock.delRoute(
         { family: v6 ? AF_INET6 : AF_INET, dstLen: 0, table: 254, scope: 'NOWHERE' },
         { gateway: ipBuffer(via), oif },
-      );
+      ));
     } catch (e) {
       throw wrap(`delete default route via ${via}`, e);
     }
@@ -347,11 +379,11 @@ export class HostNetlink {
     const [ip, len] = cidr.split('/');
     const v6 = ip!.includes(':');
     try {
-      await this.sock.newAddress(
+      await this.serial(() => this.sock.newAddress(
         { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
         { local: ipBuffer(ip!), address: ipBuffer(ip!), flags: v6 && nodad ? { nodad: true } : undefined },
         { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-      );
+      ));
     } catch (e) {
       throw wrap(`add address ${cidr}`, e);
     }
@@ -361,10 +393,10 @@ export class HostNetlink {
     const [ip, len] = cidr.split('/');
     const v6 = ip!.includes(':');
     try {
-      await this.sock.delAddress(
+      await this.serial(() => this.sock.delAddress(
         { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
         { local: ipBuffer(ip!), address: ipBuffer(ip!) },
-      );
+      ));
     } catch (e) {
       throw wrap(`delete address ${cidr}`, e);
     }
