@@ -65,7 +65,7 @@ export interface NlRoute {
 
 const AF_INET = 2;
 const AF_INET6 = 10;
-const DUMP_RETRIES = 5;
+const DUMP_PATIENCE_MS = 5000;
 
 function macString(b?: Buffer): string | undefined {
   if (b?.length !== 6) return undefined;
@@ -173,20 +173,22 @@ export class HostNetlink {
   }
 
   /** A dump that fails rather than returns an inconsistent view. */
-  private async dumpNow(
-    type: number,
-    header: Buffer,
-    what: string,
-  ): Promise<ReturnType<typeof rt.parseMessage>[]> {
-    for (let attempt = 0; attempt < DUMP_RETRIES; attempt++) {
+  /**
+   * A dump that fails rather than returns an inconsistent view. An interrupted dump
+   * (NLM_F_DUMP_INTR: the table changed while it was read) is retried, with a short pause,
+   * for up to DUMP_PATIENCE_MS: right after 1000 veths are created the kernel keeps adding
+   * their IPv6 link-local addresses for a second or two, interrupting address dumps.
+   */
+  private async dumpNow(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
+    const deadline = Date.now() + DUMP_PATIENCE_MS;
+    for (let attempt = 1; ; attempt++) {
       const [msgs] = await this.sock.socket.request(type, header, { flags: FlagsGet.DUMP });
-      if (msgs.some((m) => m.flags & Flags.DUMP_INTR)) continue;
-      return msgs.map((m) => rt.parseMessage(m.type, m.data));
+      if (!msgs.some((m) => m.flags & Flags.DUMP_INTR)) return msgs.map((m) => rt.parseMessage(m.type, m.data));
+      if (Date.now() > deadline) {
+        throw new KernelError(`dump ${what}`, `the dump was interrupted ${attempt} times in ${DUMP_PATIENCE_MS} ms (NLM_F_DUMP_INTR): the kernel is still changing; try again`);
+      }
+      await new Promise((r) => setTimeout(r, 10));
     }
-    throw new KernelError(
-      `dump ${what}`,
-      `the dump was interrupted ${DUMP_RETRIES} times in a row (NLM_F_DUMP_INTR)`,
-    );
   }
 
   async links(): Promise<NlLink[]> {
