@@ -248,8 +248,6 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   lap('resolver');
   // 8. nftables, one transaction
   const tx = nftTransaction(acts);
-  if (process.env.TETHER_DUMP_NFT)
-    (await import('node:fs')).writeFileSync(process.env.TETHER_DUMP_NFT, JSON.stringify({ nftables: tx }));
   await nftRun(tx);
   writes += tx.length;
   lap('nft');
