@@ -8,7 +8,7 @@ import { desiredState } from './diff/desired.js';
 import { diff } from './diff/diff.js';
 import type { Action, Plan } from './diff/plan.js';
 import { HostNetlink } from './kernel/netlink.js';
-import { KernelError, SpecError, UsageError } from './model/errors.js';
+import { KernelError, UsageError } from './model/errors.js';
 import { nftTableName } from './model/names.js';
 import type { Resolved } from './model/resolved.js';
 import type { Spec } from './model/spec.js';
@@ -144,5 +144,3 @@ export async function applyPlan(
   };
   return { ...first, writes, residual: again.plan, after: again, timings };
 }
-
-export { SpecError };

@@ -182,15 +182,17 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     writes += veths.length;
   }
   for (const a of hostActs) {
-    if (a.op === 'addr.add') await run(a, async () => (await nl.addAddr(index.get(a.dev)!, a.cidr), 1));
-    else if (a.op === 'link.set') {
+    if (a.op === 'addr.add') {
+      await run(a, async () => {
+        await nl.addAddr(index.get(a.dev)!, a.cidr);
+        return 1;
+      });
+    } else if (a.op === 'link.set') {
       const master = a.change.master === undefined ? undefined : (index.get(a.change.master) ?? null);
-      await run(
-        a,
-        async () => (
-          await nl.setLink(a.name, { mtu: a.change.mtu, mac: a.change.mac, up: a.change.up, master }), 1
-        ),
-      );
+      await run(a, async () => {
+        await nl.setLink(a.name, { mtu: a.change.mtu, mac: a.change.mac, up: a.change.up, master });
+        return 1;
+      });
     }
   }
 

@@ -19,7 +19,6 @@ export function canonicalJson(v: unknown): string {
 }
 
 import { skeletonFingerprint } from '../firewall/rules.js';
-import { addrOf } from '../model/ip.js';
 import type { Resolved } from '../model/resolved.js';
 import type {
   BridgeState,
@@ -118,5 +117,3 @@ export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
       : { sets: {} },
   };
 }
-
-export { addrOf };

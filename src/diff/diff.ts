@@ -188,7 +188,7 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   const ar = actual.resolver;
   if (!dr) {
     if (ar) rest.push({ op: 'resolver.stop' });
-  } else if (!ar || !ar.running || ar.config !== dr.config) {
+  } else if (!ar?.running || ar.config !== dr.config) {
     const cfg = JSON.parse(dr.config) as { dns: { networks: unknown[] } | null; proxies: unknown[] };
     rest.push({
       op: 'resolver.reload',

@@ -179,13 +179,21 @@ export class HostNetlink {
    * for up to DUMP_PATIENCE_MS: right after 1000 veths are created the kernel keeps adding
    * their IPv6 link-local addresses for a second or two, interrupting address dumps.
    */
-  private async dumpNow(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
+  private async dumpNow(
+    type: number,
+    header: Buffer,
+    what: string,
+  ): Promise<ReturnType<typeof rt.parseMessage>[]> {
     const deadline = Date.now() + DUMP_PATIENCE_MS;
     for (let attempt = 1; ; attempt++) {
       const [msgs] = await this.sock.socket.request(type, header, { flags: FlagsGet.DUMP });
-      if (!msgs.some((m) => m.flags & Flags.DUMP_INTR)) return msgs.map((m) => rt.parseMessage(m.type, m.data));
+      if (!msgs.some((m) => m.flags & Flags.DUMP_INTR))
+        return msgs.map((m) => rt.parseMessage(m.type, m.data));
       if (Date.now() > deadline) {
-        throw new KernelError(`dump ${what}`, `the dump was interrupted ${attempt} times in ${DUMP_PATIENCE_MS} ms (NLM_F_DUMP_INTR): the kernel is still changing; try again`);
+        throw new KernelError(
+          `dump ${what}`,
+          `the dump was interrupted ${attempt} times in ${DUMP_PATIENCE_MS} ms (NLM_F_DUMP_INTR): the kernel is still changing; try again`,
+        );
       }
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -258,16 +266,18 @@ export class HostNetlink {
 
   async createBridge(name: string, mtu?: number, mac?: string): Promise<void> {
     try {
-      await this.serial(() => this.sock.newLink(
-        {},
-        {
-          ifname: name,
-          mtu,
-          address: mac ? macBuffer(mac) : undefined,
-          linkinfo: ifla.formatInfo({ kind: 'bridge' }) as unknown as Buffer,
-        },
-        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-      ));
+      await this.serial(() =>
+        this.sock.newLink(
+          {},
+          {
+            ifname: name,
+            mtu,
+            address: mac ? macBuffer(mac) : undefined,
+            linkinfo: ifla.formatInfo({ kind: 'bridge' }) as unknown as Buffer,
+          },
+          { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+        ),
+      );
     } catch (e) {
       throw wrap(`create bridge ${name}`, e);
     }
@@ -294,18 +304,20 @@ export class HostNetlink {
         address: opts.peerMac ? macBuffer(opts.peerMac) : undefined,
       });
       const peer = Buffer.concat([peerHdr, streamBuffer(attrs)]);
-      await this.serial(() => this.sock.newLink(
-        {},
-        {
-          ifname: name,
-          mtu: opts.mtu,
-          linkinfo: ifla.formatInfo({
-            kind: 'veth',
-            data: ifla.formatVethInfo({ peer }) as unknown as Buffer,
-          }) as unknown as Buffer,
-        },
-        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-      ));
+      await this.serial(() =>
+        this.sock.newLink(
+          {},
+          {
+            ifname: name,
+            mtu: opts.mtu,
+            linkinfo: ifla.formatInfo({
+              kind: 'veth',
+              data: ifla.formatVethInfo({ peer }) as unknown as Buffer,
+            }) as unknown as Buffer,
+          },
+          { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+        ),
+      );
     } catch (e) {
       throw wrap(`create veth ${name} (peer ${peerName} in ${peerNsPath})`, e);
     } finally {
@@ -324,13 +336,15 @@ export class HostNetlink {
         data.flags = { up: change.up };
         data.change = { up: true };
       }
-      await this.serial(() => this.sock.setLink(data as never, {
-        ifname: name,
-        master: change.master === null ? 0 : change.master,
-        mtu: change.mtu,
-        address: change.mac ? macBuffer(change.mac) : undefined,
-        ifalias: change.alias,
-      }));
+      await this.serial(() =>
+        this.sock.setLink(data as never, {
+          ifname: name,
+          master: change.master === null ? 0 : change.master,
+          mtu: change.mtu,
+          address: change.mac ? macBuffer(change.mac) : undefined,
+          ifalias: change.alias,
+        }),
+      );
     } catch (e) {
       throw wrap(`set link ${name}`, e);
     }
@@ -348,18 +362,20 @@ export class HostNetlink {
   async replaceDefaultRoute(via: string, oif: number): Promise<void> {
     const v6 = via.includes(':');
     try {
-      await this.serial(() => this.sock.newRoute(
-        {
-          family: v6 ? AF_INET6 : AF_INET,
-          dstLen: 0,
-          table: 254,
-          protocol: 'BOOT',
-          scope: 'UNIVERSE',
-          type: 'UNICAST',
-        },
-        { gateway: ipBuffer(via), oif },
-        { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
-      ));
+      await this.serial(() =>
+        this.sock.newRoute(
+          {
+            family: v6 ? AF_INET6 : AF_INET,
+            dstLen: 0,
+            table: 254,
+            protocol: 'BOOT',
+            scope: 'UNIVERSE',
+            type: 'UNICAST',
+          },
+          { gateway: ipBuffer(via), oif },
+          { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
+        ),
+      );
     } catch (e) {
       throw wrap(`replace default route via ${via}`, e);
     }
@@ -368,10 +384,12 @@ export class HostNetlink {
   async delDefaultRoute(via: string, oif: number): Promise<void> {
     const v6 = via.includes(':');
     try {
-      await this.serial(() => this.sock.delRoute(
-        { family: v6 ? AF_INET6 : AF_INET, dstLen: 0, table: 254, scope: 'NOWHERE' },
-        { gateway: ipBuffer(via), oif },
-      ));
+      await this.serial(() =>
+        this.sock.delRoute(
+          { family: v6 ? AF_INET6 : AF_INET, dstLen: 0, table: 254, scope: 'NOWHERE' },
+          { gateway: ipBuffer(via), oif },
+        ),
+      );
     } catch (e) {
       throw wrap(`delete default route via ${via}`, e);
     }
@@ -381,11 +399,13 @@ export class HostNetlink {
     const [ip, len] = cidr.split('/');
     const v6 = ip!.includes(':');
     try {
-      await this.serial(() => this.sock.newAddress(
-        { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
-        { local: ipBuffer(ip!), address: ipBuffer(ip!), flags: v6 && nodad ? { nodad: true } : undefined },
-        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-      ));
+      await this.serial(() =>
+        this.sock.newAddress(
+          { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
+          { local: ipBuffer(ip!), address: ipBuffer(ip!), flags: v6 && nodad ? { nodad: true } : undefined },
+          { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+        ),
+      );
     } catch (e) {
       throw wrap(`add address ${cidr}`, e);
     }
@@ -395,10 +415,12 @@ export class HostNetlink {
     const [ip, len] = cidr.split('/');
     const v6 = ip!.includes(':');
     try {
-      await this.serial(() => this.sock.delAddress(
-        { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
-        { local: ipBuffer(ip!), address: ipBuffer(ip!) },
-      ));
+      await this.serial(() =>
+        this.sock.delAddress(
+          { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
+          { local: ipBuffer(ip!), address: ipBuffer(ip!) },
+        ),
+      );
     } catch (e) {
       throw wrap(`delete address ${cidr}`, e);
     }

@@ -21,7 +21,7 @@ import type { HostNetlink } from '../kernel/netlink.js';
 import { listNetns, NETNS_DIR, type NsView, readNs } from '../kernel/netns.js';
 import { nftListTable } from '../kernel/nft.js';
 import { readSysctl } from '../kernel/sysctl.js';
-import { addrOf, maskedCidr } from '../model/ip.js';
+import { maskedCidr } from '../model/ip.js';
 import { nftTableName, parseAlias } from '../model/names.js';
 import type {
   BridgeState,
@@ -273,5 +273,3 @@ function nsState(
     foreign: foreign.sort(),
   };
 }
-
-export { addrOf };

@@ -662,5 +662,3 @@ function resolveAllPorts(
     }
   }
 }
-
-export { formatIp };

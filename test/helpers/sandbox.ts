@@ -11,7 +11,7 @@
  * sandbox host at 203.0.113.2, IPv6 2001:db8:1::1/64 and ::2; the LAN neighbour is
  * 198.51.100.2/24 and 2001:db8:2::2/64, the host .1 and ::1 there.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -447,8 +447,6 @@ export class Sandbox {
     this.teardownSync();
   }
 }
-
-export { execFileSync };
 
 /**
  * A one-shot TCP peer in namespace `ns`: resolves `ready` once listening, then `peer`
