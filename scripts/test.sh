@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, type-checks, then runs the unit tests and
+# The test command: installs what is missing, type-checks and lints, then runs the unit tests and
 # the kernel tests (in sandbox namespaces). Kernel tests fail — never skip — when the
 # machine cannot run them (not root, no nft, …). Ends with "tests: N passed, N failed".
 set -euo pipefail
@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export NO_COLOR=1
 npx tsc --noEmit -p .
+npx biome check src test scripts
 report="$(mktemp -t tether-vitest-XXXXXX.json)"
 trap 'rm -f "$report"' EXIT
 rc=0
