@@ -13,8 +13,17 @@
  * (with its origin) so that the consistency phase can name both places of a clash.
  * The small IP toolkit the later phases share lives here too.
  */
-import ipaddr from 'ipaddr.js';
 import type { SpecProblem } from '../model/errors.js';
+import {
+  contains,
+  familyOf,
+  firstAddr,
+  formatIp as formatIpValue,
+  parseIp as ipValue,
+  isValidIp,
+  lastAddr,
+  overlaps,
+} from '../model/ip.js';
 import type { NetworkMode, PortSpec, Protocol } from '../model/spec.js';
 import type { Origin, ParsedFile, Path, Sources } from './read.js';
 import { formatPath } from './schema.js';
@@ -40,26 +49,16 @@ export interface Cidr {
   readonly text: string;
 }
 
+// The arithmetic is src/model/ip.ts's; this layer keeps the loader's text-carrying shapes.
 const BITS: Record<Family, number> = { 4: 32, 6: 128 };
-
-function bytesToBigint(bytes: number[]): bigint {
-  let v = 0n;
-  for (const b of bytes) v = (v << 8n) | BigInt(b);
-  return v;
-}
+const asModel = (c: Cidr) => ({ family: c.family, addr: c.addr, len: c.prefix });
 
 /** Strict parse: four-part decimal IPv4, or IPv6 without a zone. */
 export function parseIp(text: string): Ip | undefined {
-  if (typeof text !== 'string') return undefined;
-  if (ipaddr.IPv4.isValidFourPartDecimal(text)) {
-    const a = ipaddr.IPv4.parse(text);
-    return { family: 4, value: bytesToBigint(a.toByteArray()), text: a.toString() };
-  }
-  if (text.includes(':') && !text.includes('%') && ipaddr.IPv6.isValid(text)) {
-    const a = ipaddr.IPv6.parse(text);
-    return { family: 6, value: bytesToBigint(a.toByteArray()), text: a.toRFC5952String() };
-  }
-  return undefined;
+  if (typeof text !== 'string' || text.includes('%') || !isValidIp(text)) return undefined;
+  const family = familyOf(text);
+  const value = ipValue(text);
+  return { family, value, text: formatIp(family, value) };
 }
 
 export function parseCidr(text: string): Cidr | undefined {
@@ -75,25 +74,17 @@ export function parseCidr(text: string): Cidr | undefined {
 }
 
 export function formatIp(family: Family, value: bigint): string {
-  const n = family === 4 ? 4 : 16;
-  const bytes: number[] = [];
-  for (let i = n - 1; i >= 0; i--) bytes.push(Number((value >> BigInt(i * 8)) & 0xffn));
-  const a = ipaddr.fromByteArray(bytes);
-  return a.kind() === 'ipv6' ? (a as ipaddr.IPv6).toRFC5952String() : a.toString();
-}
-
-function hostMask(c: { family: Family; prefix: number }): bigint {
-  return (1n << BigInt(BITS[c.family] - c.prefix)) - 1n;
+  return formatIpValue(value, family);
 }
 
 /** First address of the CIDR (host bits cleared). */
 export function networkOf(c: Cidr): bigint {
-  return c.addr & ~hostMask(c);
+  return firstAddr(asModel(c));
 }
 
 /** Last address of the CIDR. */
 export function lastOf(c: Cidr): bigint {
-  return networkOf(c) | hostMask(c);
+  return lastAddr(asModel(c));
 }
 
 /** The CIDR with host bits cleared, as text: 172.18.0.1/16 → 172.18.0.0/16. */
@@ -102,20 +93,18 @@ export function maskedText(c: Cidr): string {
 }
 
 export function cidrContainsIp(c: Cidr, ip: Ip): boolean {
-  return c.family === ip.family && (ip.value & ~hostMask(c)) === networkOf(c);
+  return c.family === ip.family && contains(asModel(c), ip.value);
 }
 
 /** Whether `inner` (as a block) lies entirely inside `outer`. */
 export function cidrContainsCidr(outer: Cidr, inner: Cidr): boolean {
   return (
-    outer.family === inner.family &&
-    inner.prefix >= outer.prefix &&
-    (networkOf(inner) & ~hostMask(outer)) === networkOf(outer)
+    outer.family === inner.family && networkOf(inner) >= networkOf(outer) && lastOf(inner) <= lastOf(outer)
   );
 }
 
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
-  return cidrContainsCidr(a, b) || cidrContainsCidr(b, a);
+  return overlaps(asModel(a), asModel(b));
 }
 
 export function isUnspecified(ip: Ip): boolean {
