@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { Sandbox, TETHER } from '../test/helpers/sandbox.js';
+import { Sandbox } from '../test/helpers/sandbox.js';
 
 export async function soak(n: number, cycles: number): Promise<void> {
   const s = Sandbox.create({ uplink: false });
@@ -20,24 +20,8 @@ export async function soak(n: number, cycles: number): Promise<void> {
       lines.push(`  c${i}: { networks: [n${n > 1000 ? String(i % 2) : ''}], ports: ["${20000 + i}:80"] }`);
     if (n > 1000) lines.splice(1, 1, '  n0: {}', '  n1: {}');
     s.write('m.yaml', `${lines.join('\n')}\n`);
-    const proc = spawn(
-      'nsenter',
-      [
-        `--net=/run/netns/${s.host}`,
-        'env',
-        `TETHER_STATE_DIR=${join(s.dir, 'state')}`,
-        `TETHER_RUN_DIR=${join(s.dir, 'run')}`,
-        TETHER,
-        '--instance',
-        s.instance,
-        'run',
-        '-f',
-        s.manifests,
-        '--resync',
-        '1h',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    const [cmd, ...argv] = s.tetherArgv(['run', '-f', s.manifests, '--resync', '1h']);
+    const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let buf = '';
     let reconciled = 0;
     let waiting: (() => void) | undefined;

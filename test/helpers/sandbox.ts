@@ -159,18 +159,29 @@ export class Sandbox {
     rmSync(join(this.manifests, name), { force: true });
   }
 
-  /** Run bin/tether inside the sandbox host namespace, as this sandbox's instance. */
-  tether(...args: string[]): RunResult {
-    return sh('nsenter', [
+  /**
+   * The command line that runs bin/tether inside the sandbox host namespace, as this
+   * sandbox's instance with its own state and run directories (for spawning it yourself).
+   */
+  tetherArgv(args: readonly string[], env: Readonly<Record<string, string>> = {}): [string, ...string[]] {
+    return [
+      'nsenter',
       `--net=/run/netns/${this.host}`,
       'env',
       `TETHER_STATE_DIR=${join(this.dir, 'state')}`,
       `TETHER_RUN_DIR=${join(this.dir, 'run')}`,
+      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
       TETHER,
       '--instance',
       this.instance,
       ...args,
-    ]);
+    ];
+  }
+
+  /** Run bin/tether inside the sandbox host namespace, as this sandbox's instance. */
+  tether(...args: string[]): RunResult {
+    const [cmd, ...rest] = this.tetherArgv(args);
+    return sh(cmd, rest);
   }
 
   /** Like tether(), but throws on a non-zero exit. */
@@ -414,16 +425,8 @@ export class Sandbox {
     for (const p of this.procs) if (p.exitCode === null && p.pid) process.kill(p.pid, 'SIGKILL');
     this.procs.clear();
     // tether's own clean-up first (exercises destroy), then anything left, by name.
-    sh('nsenter', [
-      `--net=/run/netns/${this.host}`,
-      'env',
-      `TETHER_STATE_DIR=${join(this.dir, 'state')}`,
-      `TETHER_RUN_DIR=${join(this.dir, 'run')}`,
-      TETHER,
-      '--instance',
-      this.instance,
-      'destroy',
-    ]);
+    const [cmd, ...rest] = this.tetherArgv(['destroy']);
+    sh(cmd, rest);
     for (const n of this.instanceNetns()) sh('ip', ['netns', 'del', n]);
     // The resolver this instance started, if destroy could not stop it (by its recorded pid).
     const pidFile = join(this.dir, 'run', this.instance, 'dns.pid');

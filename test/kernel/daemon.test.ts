@@ -36,21 +36,8 @@ class Daemon {
     args: string[],
     env: Record<string, string> = {},
   ) {
-    this.proc = spawn(
-      'nsenter',
-      [
-        `--net=/run/netns/${s.host}`,
-        'env',
-        `TETHER_STATE_DIR=${join(s.dir, 'state')}`,
-        `TETHER_RUN_DIR=${join(s.dir, 'run')}`,
-        ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-        TETHER,
-        '--instance',
-        s.instance,
-        ...args,
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    const [cmd, ...argv] = s.tetherArgv(args, env);
+    this.proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let buf = '';
     this.proc.stderr!.on('data', (b: Buffer) => {
       buf += b.toString();

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ROOT, Sandbox } from '../helpers/sandbox.js';
+import { Sandbox } from '../helpers/sandbox.js';
 
 const require = createRequire(import.meta.url);
 
@@ -184,22 +184,8 @@ describe('the instance lock', () => {
       const { spawn } = await import('node:child_process');
       const run = () =>
         new Promise<number>((res) => {
-          const p = spawn(
-            'nsenter',
-            [
-              `--net=/run/netns/${s.host}`,
-              'env',
-              `TETHER_STATE_DIR=${s.dir}/state`,
-              `TETHER_RUN_DIR=${s.dir}/run`,
-              `${ROOT}/bin/tether`,
-              '--instance',
-              s.instance,
-              'apply',
-              '-f',
-              s.manifests,
-            ],
-            { stdio: 'ignore' },
-          );
+          const [cmd, ...args] = s.tetherArgv(['apply', '-f', s.manifests]);
+          const p = spawn(cmd, args, { stdio: 'ignore' });
           p.on('exit', (c) => res(c ?? 1));
         });
       expect(await Promise.all([run(), run()])).toEqual([0, 0]);
