@@ -92,7 +92,11 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
 
   lap('container-removals');
   // 2. host removals
-  let index = new Map((await nl.links()).map((l) => [l.name, l.index]));
+  // Interface indexes, dumped only when a phase needs them (a plan of container-side or
+  // nft changes only reads no host links).
+  const linkIndex = async () => new Map((await nl.links()).map((l) => [l.name, l.index]));
+  const hostAddrDel = acts.some((a) => a.op === 'addr.del' && !a.nsPath);
+  let index = hostAddrDel ? await linkIndex() : new Map<string, number>();
   for (const a of acts) {
     try {
       if (a.op === 'veth.delete') await nl.deleteLink(a.name);
@@ -150,8 +154,8 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
       return 2;
     });
   }
-  index = new Map((await nl.links()).map((l) => [l.name, l.index]));
   const veths = of('veth.create');
+  if (hostActs.length || veths.length) index = await linkIndex();
   await mapLimit(veths, 32, (a) =>
     run(a, async () => {
       await nl.createVeth(a.name, a.peer, a.nsPath, { mtu: a.mtu, peerMac: a.mac });
