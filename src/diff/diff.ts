@@ -7,7 +7,12 @@ import type { KernelState, NamespaceState, VethState } from '../model/state.js';
 import type { Action, LinkChange, Plan } from './plan.js';
 
 const keys = <T>(o: Readonly<Record<string, T>>) => Object.keys(o).sort();
-const minus = (a: readonly string[], b: readonly string[]) => a.filter((x) => !b.includes(x));
+/** The items of `a` not in `b`, in `a`'s order (a Set lookup: nft sets hold thousands). */
+function minus(a: readonly string[], b: readonly string[]): string[] {
+  if (a.length === 0 || b.length === 0) return [...a];
+  const drop = new Set(b);
+  return a.filter((x) => !drop.has(x));
+}
 
 export function diff(desired: KernelState, actual: KernelState, table: string): Plan {
   const del: Action[] = [];
