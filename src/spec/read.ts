@@ -17,7 +17,9 @@ import {
   isSeq,
   LineCounter,
   type Node,
+  type Pair,
   parseDocument,
+  type YAMLMap,
 } from 'yaml';
 import type { SpecProblem } from '../model/errors.js';
 import type { ManifestFile, SourceRef, SpecWarning } from '../model/spec.js';
@@ -157,6 +159,13 @@ function describeFsError(path: string, err: unknown): string {
  */
 export class Sources {
   private readonly byPath = new Map<string, ParsedFile>();
+  /**
+   * Each mapping's pairs by key text (the first pair of a key wins, as a linear search
+   * would), built on first lookup: the phases ask for one place per container, and
+   * scanning a 1000-entry `containers:` mapping for each is quadratic. Parsed documents
+   * are not modified after parsing, so the index never goes stale.
+   */
+  private readonly pairIndex = new WeakMap<YAMLMap, Map<string, Pair>>();
 
   constructor(files: readonly ParsedFile[]) {
     for (const f of files) this.byPath.set(f.path, f);
@@ -165,8 +174,22 @@ export class Sources {
   ref(origin: Origin, opts: { key?: boolean } = {}): SourceRef {
     const f = this.byPath.get(origin.file);
     if (!f) return { file: origin.file, line: 1, col: 1 };
-    const offset = locate(f.doc, origin.path, opts.key ?? false);
+    const offset = locate(f.doc, origin.path, opts.key ?? false, (m, key) => this.pair(m, key));
     return { file: f.path, ...f.lineCounter.linePos(offset) };
+  }
+
+  private pair(map: YAMLMap, key: string): Pair | undefined {
+    let index = this.pairIndex.get(map);
+    if (!index) {
+      index = new Map();
+      for (const p of map.items) {
+        if (!isPair(p)) continue;
+        const k = keyText(p.key);
+        if (k !== undefined && !index.has(k)) index.set(k, p);
+      }
+      this.pairIndex.set(map, index);
+    }
+    return index.get(key);
   }
 
   /** The file's data, for phases that walk values. */
@@ -175,7 +198,12 @@ export class Sources {
   }
 }
 
-function locate(doc: Document.Parsed, path: Path, wantKey: boolean): number {
+function locate(
+  doc: Document.Parsed,
+  path: Path,
+  wantKey: boolean,
+  pairOf: (map: YAMLMap, key: string) => Pair | undefined,
+): number {
   let node: unknown = doc.contents;
   let parentOffset = startOf(node) ?? 0;
   let keyNode: Node | undefined;
@@ -184,7 +212,7 @@ function locate(doc: Document.Parsed, path: Path, wantKey: boolean): number {
     if (isAlias(node)) node = node.resolve(doc);
     const here = placeOf(node, keyNode, parentOffset);
     if (isMap(node)) {
-      const pair = node.items.find((p) => isPair(p) && keyText(p.key) === String(seg));
+      const pair = pairOf(node, String(seg));
       if (!pair) return here;
       keyNode = pair.key as Node;
       node = pair.value;
