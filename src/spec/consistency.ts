@@ -715,6 +715,7 @@ class Checker {
       if (ct.mode !== 'bridge') continue;
       const canon = defs[0];
       const defaults = this.defaultHostIps(ct);
+      const gw = this.gatewayNetwork(ct);
       canon.ports.forEach((cp, i) => {
         const port = ct.ports[i];
         if (port.published === undefined) return; // ephemeral
@@ -724,7 +725,6 @@ class Checker {
         if (hostLen !== ctrLen) return;
         const ips = port.hostIp !== undefined ? [parseIp(port.hostIp)!] : defaults;
         if (!ips) return;
-        const gw = this.gatewayNetwork(ct);
         for (const ip of ips) {
           // Gateway mode routed publishes without NAT: it claims no host port (§1.3). An
           // IPv6 binding of a network without IPv6 is the IPv4 endpoint's (proxied) one.
@@ -742,14 +742,32 @@ class Checker {
         }
       });
     }
+    // Two bindings clash when they share a protocol, a family and a host port, and their
+    // addresses are equal or one is unspecified. Every binding is filed under each host
+    // port it claims, once by its address and once for "any address", so each binding
+    // meets only the earlier ones that can clash with it (not every earlier binding).
+    // Clashes are reported for each binding in order, against earlier ones in order.
+    const byAddr = new Map<string, number[]>();
+    const byPort = new Map<string, number[]>();
+    const file = (m: Map<string, number[]>, k: string, j: number) => {
+      const list = m.get(k);
+      if (list) list.push(j);
+      else m.set(k, [j]);
+    };
     const reported = new Set<string>();
     for (let j = 0; j < bindings.length; j++) {
-      for (let i = 0; i < j; i++) {
+      const b = bindings[j];
+      const group = `${b.port.protocol}/${b.ip.family}`;
+      const any = isUnspecified(b.ip);
+      const earlier = new Set<number>();
+      for (let p = b.lo; p <= b.hi; p++) {
+        const lists = any
+          ? [byPort.get(`${group}/${p}`)]
+          : [byAddr.get(`${group}/${b.ip.value}/${p}`), byAddr.get(`${group}/0/${p}`)];
+        for (const list of lists) for (const i of list ?? []) if (bindings[i].port !== b.port) earlier.add(i);
+      }
+      for (const i of [...earlier].sort((x, y) => x - y)) {
         const a = bindings[i];
-        const b = bindings[j];
-        if (a.port === b.port || a.port.protocol !== b.port.protocol || a.ip.family !== b.ip.family) continue;
-        if (!(a.ip.value === b.ip.value || isUnspecified(a.ip) || isUnspecified(b.ip))) continue;
-        if (a.hi < b.lo || b.hi < a.lo) continue;
         const pair = `${a.at.file}:${a.at.path.join('.')}\u0000${b.at.file}:${b.at.path.join('.')}`;
         if (reported.has(pair)) continue;
         reported.add(pair);
@@ -760,6 +778,10 @@ class Checker {
           b.at,
           a.at,
         );
+      }
+      for (let p = b.lo; p <= b.hi; p++) {
+        file(byAddr, `${group}/${b.ip.value}/${p}`, j);
+        file(byPort, `${group}/${p}`, j);
       }
     }
   }
