@@ -8,6 +8,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as nl from 'netlink';
 import { KernelError } from '../model/errors.js';
+import { ipText, parseAddr, parseLink, parseRoute } from './rtparse.js';
 
 const { rt, ifla, Flags, FlagsGet, FlagsNew } = nl;
 
@@ -30,6 +31,12 @@ for (const method of ['_receive', '_error'] as const) {
   };
 }
 type RtSocket = ReturnType<typeof nl.createRtNetlink>;
+/** A netlink message as the package hands it over: its type and its payload. */
+interface RawMessage {
+  readonly type: number;
+  readonly flags: number;
+  readonly data: Buffer;
+}
 
 export interface NlLink {
   index: number;
@@ -61,46 +68,16 @@ export interface NlRoute {
   protocol: string;
   table: number;
   type: string;
+  /** RTA_PRIORITY (part of a route's identity: two routes may differ only in it). */
+  metric?: number;
 }
 
 const AF_INET = 2;
 const AF_INET6 = 10;
 const DUMP_PATIENCE_MS = 5000;
 
-function macString(b?: Buffer): string | undefined {
-  if (b?.length !== 6) return undefined;
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
-}
-
 function ipString(b: Buffer): string {
-  if (b.length === 4) return [...b].join('.');
-  const parts: string[] = [];
-  for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(i).toString(16));
-  // compress via URL-less canonicalisation
-  return canonical6(parts.join(':'));
-}
-
-function canonical6(full: string): string {
-  const parts = full.split(':');
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (parts[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && parts[j] === '0') j++;
-    if (j - i > bestLen && j - i > 1) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (bestStart < 0) return parts.join(':');
-  const head = parts.slice(0, bestStart).join(':');
-  const tail = parts.slice(bestStart + bestLen).join(':');
-  return `${head}::${tail}`;
+  return ipText(b, 0, b.length);
 }
 
 function ipBuffer(ip: string): Buffer {
@@ -168,7 +145,7 @@ export class HostNetlink {
     return next;
   }
 
-  private dump(type: number, header: Buffer, what: string): Promise<ReturnType<typeof rt.parseMessage>[]> {
+  private dump(type: number, header: Buffer, what: string): Promise<RawMessage[]> {
     return this.serial(() => this.dumpNow(type, header, what));
   }
 
@@ -179,16 +156,11 @@ export class HostNetlink {
    * for up to DUMP_PATIENCE_MS: right after 1000 veths are created the kernel keeps adding
    * their IPv6 link-local addresses for a second or two, interrupting address dumps.
    */
-  private async dumpNow(
-    type: number,
-    header: Buffer,
-    what: string,
-  ): Promise<ReturnType<typeof rt.parseMessage>[]> {
+  private async dumpNow(type: number, header: Buffer, what: string): Promise<RawMessage[]> {
     const deadline = Date.now() + DUMP_PATIENCE_MS;
     for (let attempt = 1; ; attempt++) {
       const [msgs] = await this.sock.socket.request(type, header, { flags: FlagsGet.DUMP });
-      if (!msgs.some((m) => m.flags & Flags.DUMP_INTR))
-        return msgs.map((m) => rt.parseMessage(m.type, m.data));
+      if (!msgs.some((m) => m.flags & Flags.DUMP_INTR)) return msgs;
       if (Date.now() > deadline) {
         throw new KernelError(
           `dump ${what}`,
@@ -202,42 +174,37 @@ export class HostNetlink {
   async links(): Promise<NlLink[]> {
     const out: NlLink[] = [];
     for (const m of await this.dump(rt.MessageType.GETLINK, Buffer.alloc(16), 'links')) {
-      if (m.kind !== 'link') continue;
-      const a = m.attrs;
-      let kind: string | undefined;
-      if (a.linkinfo) {
-        try {
-          kind = ifla.parseInfo(a.linkinfo as Buffer).kind;
-        } catch {
-          kind = undefined;
-        }
-      }
-      out.push({
-        index: m.data.index!,
-        name: a.ifname!,
-        kind,
-        alias: a.ifalias,
-        master: a.master,
-        mtu: a.mtu,
-        mac: macString(a.address),
-        up: !!m.data.flags?.up,
-      });
+      const l = m.type === rt.MessageType.NEWLINK ? parseLink(m.data) : undefined;
+      if (l) out.push(l);
     }
     return out;
+  }
+
+  /** One link by name (RTM_GETLINK with IFLA_IFNAME, no dump); undefined when absent. */
+  async linkByName(name: string): Promise<NlLink | undefined> {
+    const nameBuf = Buffer.from(`${name}\0`);
+    const attr = Buffer.alloc(4 + ((nameBuf.length + 3) & ~3));
+    attr.writeUInt16LE(4 + nameBuf.length, 0);
+    attr.writeUInt16LE(3, 2); // IFLA_IFNAME
+    nameBuf.copy(attr, 4);
+    try {
+      const [msgs] = await this.serial(() =>
+        this.sock.socket.request(rt.MessageType.GETLINK, Buffer.concat([Buffer.alloc(16), attr]), {}),
+      );
+      const m = msgs.find((x) => x.type === rt.MessageType.NEWLINK);
+      return m ? parseLink(m.data) : undefined;
+    } catch (e) {
+      if ((e as { errno?: number }).errno === 19 /* ENODEV */ || /ENODEV|No such device/.test(String(e)))
+        return undefined;
+      throw wrap(`get link ${name}`, e);
+    }
   }
 
   async addrs(): Promise<NlAddr[]> {
     const out: NlAddr[] = [];
     for (const m of await this.dump(rt.MessageType.GETADDR, Buffer.alloc(8), 'addresses')) {
-      if (m.kind !== 'address') continue;
-      const raw = m.attrs.local ?? m.attrs.address;
-      if (!raw) continue;
-      out.push({
-        index: m.data.index!,
-        family: m.data.family === AF_INET6 ? 6 : 4,
-        cidr: `${ipString(raw)}/${m.data.prefixlen}`,
-        scope: m.data.scope ?? 0,
-      });
+      const a = m.type === rt.MessageType.NEWADDR ? parseAddr(m.data) : undefined;
+      if (a) out.push(a);
     }
     return out;
   }
@@ -246,20 +213,8 @@ export class HostNetlink {
   async routes(): Promise<NlRoute[]> {
     const out: NlRoute[] = [];
     for (const m of await this.dump(rt.MessageType.GETROUTE, Buffer.alloc(12), 'routes')) {
-      if (m.kind !== 'route') continue;
-      const fam = m.data.family;
-      if (fam !== AF_INET && fam !== AF_INET6) continue;
-      out.push({
-        family: fam === AF_INET6 ? 6 : 4,
-        dst: m.attrs.dst ? ipString(m.attrs.dst) : undefined,
-        dstLen: m.data.dstLen ?? 0,
-        oif: m.attrs.oif,
-        gateway: m.attrs.gateway ? ipString(m.attrs.gateway) : undefined,
-        scope: String(m.data.scope ?? ''),
-        protocol: String(m.data.protocol ?? ''),
-        table: m.attrs.table ?? Number(m.data.table ?? 0),
-        type: String(m.data.type ?? ''),
-      });
+      const r = m.type === rt.MessageType.NEWROUTE ? parseRoute(m.data) : undefined;
+      if (r) out.push(r);
     }
     return out;
   }
@@ -453,11 +408,10 @@ function setnsAddon(): SetnsAddon | null {
 }
 
 /**
- * An rtnetlink handle inside the namespace at `path`: enter it, create the socket,
- * return (a socket stays bound to the namespace it was created in). Undefined when the
- * setns addon is not built; callers then fall back to `ip`.
+ * Run `make` with this thread inside the namespace at `path`, then come back: a socket
+ * made there stays bound to that namespace. Undefined when the setns addon is not built.
  */
-export function openInNamespace(path: string): HostNetlink | undefined {
+export function createInNamespace<T>(path: string, make: () => T): T | undefined {
   const a = setnsAddon();
   if (!a) return undefined;
   const home = openSync('/proc/thread-self/ns/net', 'r');
@@ -466,7 +420,7 @@ export function openInNamespace(path: string): HostNetlink | undefined {
     target = openSync(path, 'r');
     a.setns(target);
     try {
-      return new HostNetlink(nl.createRtNetlink());
+      return make();
     } finally {
       a.setns(home);
     }
@@ -476,4 +430,12 @@ export function openInNamespace(path: string): HostNetlink | undefined {
     closeSync(home);
     if (target !== undefined) closeSync(target);
   }
+}
+
+/**
+ * An rtnetlink handle inside the namespace at `path` (see createInNamespace). Undefined
+ * when the setns addon is not built; callers then fall back to `ip`.
+ */
+export function openInNamespace(path: string): HostNetlink | undefined {
+  return createInNamespace(path, () => new HostNetlink(nl.createRtNetlink()));
 }
