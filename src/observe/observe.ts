@@ -17,7 +17,7 @@ import { netnsEtc } from '../dns/config.js';
 import { observeResolver } from '../dns/service.js';
 import { BRIDGE_FAMILY, FAMILY, parseNft } from '../firewall/rules.js';
 import { mapLimit } from '../kernel/exec.js';
-import type { HostNetlink } from '../kernel/netlink.js';
+import type { HostNetlink, NlAddr, NlLink, NlRoute } from '../kernel/netlink.js';
 import { listNetns, NETNS_DIR, type NsView, readNs } from '../kernel/netns.js';
 import { nftListTable } from '../kernel/nft.js';
 import { readSysctl } from '../kernel/sysctl.js';
@@ -28,6 +28,7 @@ import type {
   ContainerLinkState,
   KernelState,
   NamespaceState,
+  NftState,
   RouteState,
   VethState,
 } from '../model/state.js';
@@ -67,7 +68,7 @@ function nameservers(text: string): string[] {
 }
 
 /** resolv.conf and hosts files of the instance's directories under /etc/netns (tether writes no others). */
-function ownFiles(instance: string): Record<string, string> {
+export function ownFiles(instance: string): Record<string, string> {
   const out: Record<string, string> = {};
   const base = netnsEtc();
   if (!existsSync(base)) return out;
@@ -105,25 +106,90 @@ export interface ObserveScope {
   readonly attached: Readonly<Record<string, string>>;
 }
 
+/** A namespace to read: a named one of the instance, or an attached path of a container. */
+export interface NsTarget {
+  readonly name?: string;
+  readonly path: string;
+  /** Set for an attached path (the container is known from the manifests, not the alias). */
+  readonly container?: string;
+}
+
+/** The instance's named namespaces and the attached paths the manifests name. */
+export function nsTargets(scope: ObserveScope): NsTarget[] {
+  const prefix = `${scope.instance}-`;
+  const targets: NsTarget[] = listNetns()
+    .filter((n) => n.startsWith(prefix))
+    .map((n) => ({ name: n, path: `${NETNS_DIR}/${n}` }));
+  for (const [container, path] of Object.entries(scope.attached)) targets.push({ path, container });
+  return targets;
+}
+
+/** Read one namespace; an attached one that does not exist (yet) is absent, a named one must read. */
+export async function readTarget(t: NsTarget): Promise<NsView | undefined> {
+  try {
+    return await readNs(t.path);
+  } catch (e) {
+    if (t.container) return undefined;
+    throw e;
+  }
+}
+
+/** What observe() reads from the kernel, before it is shaped into a KernelState. */
+export interface RawObservation {
+  readonly links: readonly NlLink[];
+  readonly addrs: readonly NlAddr[];
+  readonly routes: readonly NlRoute[];
+  readonly nft: NftState;
+  /** The namespaces read, each with its view (undefined: an attached path that is absent). */
+  readonly namespaces: readonly { readonly target: NsTarget; readonly view: NsView | undefined }[];
+  readonly files: Readonly<Record<string, string>>;
+}
+
+/** Everything, afresh: the one-shot commands' observation. */
 export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Observation> {
-  const { instance } = scope;
   const [links, addrs, routes, inetTable, bridgeTable] = await Promise.all([
     nl.links(),
     nl.addrs(),
     nl.routes(),
-    nftListTable(FAMILY, nftTableName(instance)),
-    nftListTable(BRIDGE_FAMILY, nftTableName(instance)),
+    nftListTable(FAMILY, nftTableName(scope.instance)),
+    nftListTable(BRIDGE_FAMILY, nftTableName(scope.instance)),
   ]);
+  const targets = nsTargets(scope);
+  const views = await mapLimit(targets, 32, readTarget);
+  return assemble(scope.instance, {
+    links,
+    addrs,
+    routes,
+    nft: parseNft(inetTable, bridgeTable),
+    namespaces: targets.map((target, i) => ({ target, view: views[i] })),
+    files: ownFiles(scope.instance),
+  });
+}
+
+/**
+ * Shape what was read into the observation: ownership by alias, IPAM's reserved subnets,
+ * foreign names. Also reads the few cheap facts no event reports (sysctls, resolv.conf,
+ * the resolver's state). Pure but for those reads.
+ */
+export function assemble(instance: string, raw: RawObservation): Observation {
+  const { links, addrs, routes } = raw;
   const byIndex = new Map(links.map((l) => [l.index, l]));
   const owned = new Set<number>();
   const bridges: Record<string, BridgeState> = {};
   const veths: Record<string, VethState> = {};
   const foreignHost: string[] = [];
+  const addrsOf = new Map<number, string[]>();
+  for (const x of addrs) {
+    if (isLinkLocal(x.cidr)) continue;
+    const list = addrsOf.get(x.index);
+    if (list) list.push(x.cidr);
+    else addrsOf.set(x.index, [x.cidr]);
+  }
   for (const l of links) {
     const a = parseAlias(instance, l.alias);
     if (a?.kind === 'net' && l.kind === 'bridge') {
       owned.add(l.index);
-      const mine = addrs.filter((x) => x.index === l.index && !isLinkLocal(x.cidr)).map((x) => x.cidr);
+      const mine = [...(addrsOf.get(l.index) ?? [])];
       bridges[l.name] = { name: l.name, network: a.network, mtu: l.mtu, addrs: mine.sort(), up: l.up };
     } else if (a?.kind === 'ep' && l.kind === 'veth') {
       owned.add(l.index);
@@ -158,44 +224,25 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
     else reserved4.add(`${ns}/32`);
   }
 
-  const prefix = `${instance}-`;
-  const named = listNetns().filter((n) => n.startsWith(prefix));
-  const targets: { name?: string; path: string; container?: string }[] = named.map((n) => ({
-    name: n,
-    path: `${NETNS_DIR}/${n}`,
-  }));
-  for (const [container, path] of Object.entries(scope.attached)) targets.push({ path, container });
-  const views = await mapLimit(targets, 32, async (t) => {
-    try {
-      return await readNs(t.path);
-    } catch (e) {
-      // An attached namespace that does not exist (yet) is simply absent; a named one we
-      // cannot read is a failure.
-      if (t.container) return undefined;
-      throw e;
-    }
-  });
-
   const namespaces: Record<string, NamespaceState> = {};
   const foreignNetns: string[] = [];
   const nsLinks: Record<string, string[]> = {};
-  targets.forEach((t, i) => {
-    const v = views[i];
-    if (!v) return;
+  for (const { target: t, view: v } of raw.namespaces) {
+    if (!v) continue;
     let container = t.container;
     if (!container) {
       const lo = v.links.find((l) => l.ifname === 'lo');
       const a = parseAlias(instance, lo?.ifalias);
       if (a?.kind !== 'ns') {
         foreignNetns.push(t.name!);
-        return;
+        continue;
       }
       container = a.container;
     }
     const ns = nsState(instance, container, t, v);
     namespaces[container] = ns.state;
     nsLinks[container] = ns.foreign;
-  });
+  }
 
   const sysctls: Record<string, string> = {};
   for (const k of [
@@ -212,8 +259,8 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
       veths,
       namespaces,
       sysctls,
-      nft: parseNft(inetTable, bridgeTable),
-      files: ownFiles(instance),
+      nft: raw.nft,
+      files: raw.files,
       resolver: observeResolver(instance),
     },
     resolvConf,
@@ -230,7 +277,7 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
 function nsState(
   instance: string,
   container: string,
-  t: { name?: string; path: string; container?: string },
+  t: NsTarget,
   v: NsView,
 ): { state: NamespaceState; foreign: string[] } {
   const links: Record<string, ContainerLinkState> = {};
