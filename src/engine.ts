@@ -13,6 +13,7 @@ import { nftTableName } from './model/names.js';
 import type { Resolved } from './model/resolved.js';
 import type { Spec } from './model/spec.js';
 import { EMPTY_STATE, type KernelState } from './model/state.js';
+import { LiveObserver } from './observe/live.js';
 import { type Observation, observe } from './observe/observe.js';
 import { resolve } from './spec/ipam.js';
 
@@ -26,12 +27,23 @@ export interface PlanResult {
 export interface Engine {
   readonly instance: string;
   readonly nl: HostNetlink;
+  /** The daemon's in-memory observation (observe/live.ts); one-shot commands read afresh. */
+  readonly live?: LiveObserver;
   close(): void;
 }
 
-export function openEngine(instance: string): Engine {
+export function openEngine(instance: string, opts: { live?: boolean } = {}): Engine {
   const nl = new HostNetlink();
-  return { instance, nl, close: () => nl.close() };
+  const live = opts.live ? new LiveObserver(nl, instance) : undefined;
+  return {
+    instance,
+    nl,
+    live,
+    close: () => {
+      live?.close();
+      nl.close();
+    },
+  };
 }
 
 function attachedOf(spec: Spec | undefined): Record<string, string> {
@@ -43,7 +55,8 @@ function attachedOf(spec: Spec | undefined): Record<string, string> {
 
 /** Observe and plan. `spec` undefined means "nothing desired" (destroy). */
 export async function makePlan(engine: Engine, spec: Spec | undefined): Promise<PlanResult> {
-  const observation = await observe(engine.nl, { instance: engine.instance, attached: attachedOf(spec) });
+  const scope = { instance: engine.instance, attached: attachedOf(spec) };
+  const observation = await (engine.live ? engine.live.observe(scope) : observe(engine.nl, scope));
   const resolved = spec ? resolve(spec, engine.instance, observation.state, observation.host) : undefined;
   const desired = resolved ? desiredState(resolved, observation.resolvConf) : EMPTY_STATE;
   const plan = diff(desired, observation.state, nftTableName(engine.instance));
@@ -133,7 +146,21 @@ export async function applyPlan(
   if (first.plan.actions.length === 0) {
     return { ...first, writes: 0, residual: first.plan, after: first, timings: { plan: ms(t0, planned) } };
   }
-  const { writes, phases } = await apply(first.plan, { instance: engine.instance, nl: engine.nl });
+  let result: Awaited<ReturnType<typeof apply>>;
+  try {
+    engine.live?.releasing(first.plan);
+    const veths = first.observation.state.veths;
+    result = await apply(first.plan, {
+      instance: engine.instance,
+      nl: engine.nl,
+      vethsOf: (c) => Object.values(veths).flatMap((v) => (v.container === c ? [v.name] : [])),
+    });
+  } catch (e) {
+    await engine.live?.applied(first.plan, false);
+    throw e;
+  }
+  const { writes, phases } = result;
+  await engine.live?.applied(first.plan, true);
   const applied = performance.now();
   const again = await makePlan(engine, spec);
   const timings = {

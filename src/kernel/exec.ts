@@ -8,9 +8,15 @@ export interface ExecResult {
   readonly stderr: string;
 }
 
-export function run(cmd: string, args: readonly string[], input?: string): Promise<ExecResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  input?: string,
+  onSpawn?: (pid: number) => void,
+): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    if (p.pid !== undefined) onSpawn?.(p.pid);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     p.stdout.on('data', (b: Buffer) => out.push(b));

@@ -13,19 +13,30 @@ export type NftCommand = Record<string, unknown>;
 
 const ARG_LIMIT = 100_000;
 
+/**
+ * Pids of the latest `nft` processes that wrote (at most 64): the daemon's nftables
+ * listener tells tether's own transactions from others' by the pid the kernel reports
+ * with each new ruleset generation (NFTA_GEN_PROC_PID).
+ */
+export const nftWriterPids: number[] = [];
+const noteWriter = (pid: number) => {
+  nftWriterPids.push(pid);
+  if (nftWriterPids.length > 64) nftWriterPids.shift();
+};
+
 export async function nftRun(commands: readonly NftCommand[], check = false): Promise<void> {
   if (commands.length === 0) return;
   const doc = JSON.stringify({ nftables: commands });
   const flags = check ? ['-c', '-j'] : ['-j'];
   let r: Awaited<ReturnType<typeof run>>;
   if (doc.length < ARG_LIMIT) {
-    r = await run('nft', [...flags, doc]);
+    r = await run('nft', [...flags, doc], undefined, check ? undefined : noteWriter);
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'tether-nft-'));
     try {
       const file = join(dir, 'tx.json');
       writeFileSync(file, doc);
-      r = await run('nft', [...flags, '-f', file]);
+      r = await run('nft', [...flags, '-f', file], undefined, check ? undefined : noteWriter);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,0 +1,487 @@
+/**
+ * The daemon's observation: the kernel state kept in memory and refreshed by what the
+ * kernel reports, so that a reconcile costs O(what changed), not O(everything owned).
+ *
+ * - Host links, addresses and routes: one full dump, then every rtnetlink notification
+ *   (NEWLINK/DELLINK, NEWADDR/DELADDR, NEWROUTE/DELROUTE) applied to the maps. Each
+ *   notification carries the whole object, so replaying them in order ends at the
+ *   kernel's current state. A barrier (a request on the listening socket, answered after
+ *   every notification queued before it) makes apply's own changes visible before the
+ *   verification reads the maps.
+ * - Container namespaces: a listening socket inside each; a notification marks that
+ *   namespace stale, and only stale namespaces are read again (three dumps).
+ * - nftables: a NETLINK_NETFILTER listener. A transaction touching the instance's tables
+ *   marks the cached sets stale, unless the kernel names one of tether's own `nft`
+ *   processes as its author; tether's own transactions are applied to the cache when
+ *   they succeed (nft transactions are atomic).
+ * - /etc/netns files: re-read when tether wrote them, and on every full refresh.
+ * - Cheap facts no event reports (sysctls, resolv.conf, the resolver's state) are read
+ *   every time (observe.ts assemble()).
+ *
+ * Anything lost (ENOBUFS on a listener, a failed apply, an unreadable message) makes
+ * that part stale; `invalidate()` makes everything stale (the daemon's periodic resync,
+ * start and SIGHUP), so the memory is never trusted for longer than one resync.
+ */
+import { existsSync, type FSWatcher, watch as fsWatch, readFileSync, statSync } from 'node:fs';
+import * as nl from 'netlink';
+import { Subject } from 'rxjs';
+import type { Action, Plan } from '../diff/plan.js';
+import { BRIDGE_FAMILY, FAMILY, parseNft } from '../firewall/rules.js';
+import { mapLimit } from '../kernel/exec.js';
+import {
+  createInNamespace,
+  type HostNetlink,
+  type NlAddr,
+  type NlLink,
+  type NlRoute,
+} from '../kernel/netlink.js';
+import { NETNS_DIR, type NsView } from '../kernel/netns.js';
+import { nftListTable, nftWriterPids } from '../kernel/nft.js';
+import { parseAddr, parseLink, parseRoute } from '../kernel/rtparse.js';
+import { nftTableName } from '../model/names.js';
+import type { NftState } from '../model/state.js';
+import {
+  assemble,
+  type NsTarget,
+  nsTargets,
+  type Observation,
+  type ObserveScope,
+  ownFiles,
+  readTarget,
+} from './observe.js';
+
+const { rt } = nl;
+const RTM = rt.MessageType;
+const GROUPS = ['LINK', 'IPV4_IFADDR', 'IPV6_IFADDR', 'IPV4_ROUTE', 'IPV6_ROUTE'] as const;
+const NETLINK_NETFILTER = 12;
+const NFNLGRP_NFTABLES = 7;
+const NFNL_SUBSYS_NFTABLES = 10;
+const NFT_MSG_NEWGEN = 15;
+const NFPROTO_INET = 1;
+const NFPROTO_BRIDGE = 7;
+
+type RtSocket = ReturnType<typeof nl.createRtNetlink>;
+type RawMsg = { type: number; data: Buffer };
+
+const addrKey = (a: NlAddr) => `${a.index} ${a.cidr}`;
+const routeKey = (r: NlRoute) =>
+  `${r.family} ${r.table} ${r.type} ${r.dst ?? ''}/${r.dstLen} ${r.oif ?? ''} ${r.gateway ?? ''} ${r.metric ?? ''}`;
+
+/** What a notification inside a container namespace changed, when it is worth a reconcile. */
+function nsDetail(m: RawMsg): string | undefined {
+  switch (m.type) {
+    case RTM.NEWLINK:
+    case RTM.DELLINK: {
+      const l = parseLink(m.data);
+      return l
+        ? `link ${l.name || `#${l.index}`} ${m.type === RTM.DELLINK ? 'deleted' : 'changed'}`
+        : undefined;
+    }
+    case RTM.NEWADDR:
+    case RTM.DELADDR: {
+      const a = parseAddr(m.data);
+      // IPv6 link-local addresses come and go with the kernel's own duplicate detection.
+      if (!a || a.scope === 253) return undefined;
+      return `address ${a.cidr} ${m.type === RTM.DELADDR ? 'removed' : 'added'}`;
+    }
+    case RTM.NEWROUTE:
+    case RTM.DELROUTE: {
+      const r = parseRoute(m.data);
+      if (!r || r.table !== 254 || r.dstLen !== 0) return undefined;
+      return `default route ${m.type === RTM.DELROUTE ? 'removed' : 'changed'}`;
+    }
+  }
+  return undefined;
+}
+
+interface NsWatch {
+  readonly ino: number;
+  readonly sock: RtSocket;
+}
+
+/** The nsfs inode behind a namespace path: a namespace deleted and made again has a new one. */
+function nsInode(path: string): number | undefined {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+export class LiveObserver {
+  /** Notifications about the instance's container namespaces worth a reconcile (drift). */
+  readonly changes$ = new Subject<string>();
+
+  private host: RtSocket | undefined;
+  private nftSock: ReturnType<typeof nl.createNetlink> | undefined;
+  private readonly links = new Map<number, NlLink>();
+  private readonly addrs = new Map<string, NlAddr>();
+  private readonly routes = new Map<string, NlRoute>();
+  private hostStale = true;
+  /** Notifications that arrived while a dump was under way: replayed on top of it. */
+  private replay: RawMsg[] | undefined;
+
+  private readonly views = new Map<string, NsView | undefined>();
+  private readonly watches = new Map<string, NsWatch>();
+  private readonly staleNs = new Set<string>();
+  private allNsStale = true;
+
+  private nft: NftState | undefined;
+  private nftStale = true;
+  /** Our tables were touched in the nft transaction being reported. */
+  private nftTouched = false;
+
+  private files: Record<string, string> | undefined;
+  private readonly staleFiles = new Set<string>();
+
+  /** Counters for the status socket and the bench. */
+  readonly stats = { fullHost: 0, fullNft: 0, nsReads: 0, notifications: 0 };
+
+  constructor(
+    private readonly nl: HostNetlink,
+    private readonly instance: string,
+  ) {}
+
+  /** Forget everything: the next observe reads all of it afresh. */
+  invalidate(): void {
+    this.hostStale = true;
+    this.allNsStale = true;
+    this.nftStale = true;
+    this.files = undefined;
+  }
+
+  private start(): void {
+    if (this.host) return;
+    const host = nl.createRtNetlink({ ref: false, recvBufferSize: 8 << 20, sendBufferSize: 0 });
+    for (const g of GROUPS) host.addMembership(g);
+    host.socket.on('message', (msgs) => {
+      for (const m of msgs) this.hostMessage(m);
+    });
+    host.socket.socket.on('error', () => {});
+    host.socket.on('error', () => {
+      this.hostStale = true; // ENOBUFS: notifications were lost
+    });
+    this.host = host;
+
+    const table = nftTableName(this.instance);
+    const nfs = nl.createNetlink(NETLINK_NETFILTER, {
+      ref: false,
+      recvBufferSize: 8 << 20,
+      sendBufferSize: 0,
+    });
+    nfs.addMembership(NFNLGRP_NFTABLES);
+    nfs.on('message', (msgs) => {
+      for (const m of msgs) this.nftMessage(m, table);
+    });
+    nfs.socket.on('error', () => {});
+    nfs.on('error', () => {
+      this.nftStale = true;
+    });
+    this.nftSock = nfs;
+
+    // Named namespaces removed by hand: the listener inside one keeps it alive, so no
+    // DELLINK of its veth reports it; the directory does.
+    try {
+      const prefix = `${this.instance}-`;
+      this.dirWatch = fsWatch(NETNS_DIR, (_event, name) => {
+        if (name?.startsWith(prefix) && !existsSync(`${NETNS_DIR}/${name}`))
+          this.changes$.next(`namespace ${name} removed`);
+      });
+      this.dirWatch.on('error', () => {});
+    } catch {
+      /* no /run/netns yet: nothing of ours to lose */
+    }
+  }
+
+  private dirWatch: FSWatcher | undefined;
+
+  private hostMessage(m: RawMsg): void {
+    this.stats.notifications++;
+    try {
+      this.replay?.push(m);
+      this.applyHost(m);
+    } catch {
+      this.hostStale = true;
+    }
+  }
+
+  private applyHost(m: RawMsg): void {
+    switch (m.type) {
+      case RTM.NEWLINK: {
+        const l = parseLink(m.data);
+        if (l) this.links.set(l.index, l);
+        return;
+      }
+      case RTM.DELLINK: {
+        const l = parseLink(m.data);
+        if (!l) return;
+        this.links.delete(l.index);
+        for (const [k, a] of this.addrs) if (a.index === l.index) this.addrs.delete(k);
+        for (const [k, r] of this.routes) if (r.oif === l.index) this.routes.delete(k);
+        return;
+      }
+      case RTM.NEWADDR:
+      case RTM.DELADDR: {
+        const a = parseAddr(m.data);
+        if (!a) return;
+        if (m.type === RTM.NEWADDR) this.addrs.set(addrKey(a), a);
+        else this.addrs.delete(addrKey(a));
+        return;
+      }
+      case RTM.NEWROUTE:
+      case RTM.DELROUTE: {
+        const r = parseRoute(m.data);
+        if (!r) return;
+        if (m.type === RTM.NEWROUTE) this.routes.set(routeKey(r), r);
+        else this.routes.delete(routeKey(r));
+        return;
+      }
+    }
+  }
+
+  /**
+   * nfnetlink: every object message of a transaction names its table in attribute 1
+   * (after the 4-byte nfgenmsg); the transaction ends with NEWGEN, whose attribute 2 is
+   * the pid of the process that committed it.
+   */
+  private nftMessage(m: { type: number; data: Buffer }, table: string): void {
+    if (m.type >> 8 !== NFNL_SUBSYS_NFTABLES) return;
+    const msg = m.type & 0xff;
+    const d = m.data;
+    let attr1: Buffer | undefined;
+    let attr2: Buffer | undefined;
+    for (let off = 4; off + 4 <= d.length; ) {
+      const len = d.readUInt16LE(off);
+      if (len < 4 || off + len > d.length) break;
+      const type = d.readUInt16LE(off + 2) & 0x3fff;
+      if (type === 1) attr1 = d.subarray(off + 4, off + len);
+      else if (type === 2) attr2 = d.subarray(off + 4, off + len);
+      off += (len + 3) & ~3;
+    }
+    if (msg === NFT_MSG_NEWGEN) {
+      const pid = attr2 && attr2.length >= 4 ? attr2.readUInt32BE(0) : 0;
+      if (this.nftTouched && !nftWriterPids.includes(pid)) this.nftStale = true;
+      this.nftTouched = false;
+      return;
+    }
+    const family = d[0];
+    if (family !== NFPROTO_INET && family !== NFPROTO_BRIDGE) return;
+    const name = attr1
+      ? attr1.toString('utf8', 0, attr1.indexOf(0) < 0 ? attr1.length : attr1.indexOf(0))
+      : '';
+    if (name === table) this.nftTouched = true;
+  }
+
+  /** A request on the listening socket: answered after every notification queued before it. */
+  async barrier(): Promise<void> {
+    if (!this.host) return;
+    const hdr = Buffer.alloc(16);
+    hdr.writeInt32LE(1, 4); // ifindex 1 (lo) always exists
+    await this.host.socket.request(RTM.GETLINK, hdr, {});
+  }
+
+  private async dumpHost(): Promise<void> {
+    this.replay = [];
+    try {
+      const [links, addrs, routes] = await Promise.all([this.nl.links(), this.nl.addrs(), this.nl.routes()]);
+      this.links.clear();
+      this.addrs.clear();
+      this.routes.clear();
+      for (const l of links) this.links.set(l.index, l);
+      for (const a of addrs) this.addrs.set(addrKey(a), a);
+      for (const r of routes) this.routes.set(routeKey(r), r);
+      for (const m of this.replay) this.applyHost(m);
+      this.hostStale = false;
+      this.stats.fullHost++;
+    } finally {
+      this.replay = undefined;
+    }
+  }
+
+  private async listNft(): Promise<void> {
+    const name = nftTableName(this.instance);
+    // Cleared first: a change made while the list runs marks it stale again.
+    this.nftStale = false;
+    try {
+      const [inet, bridge] = await Promise.all([
+        nftListTable(FAMILY, name),
+        nftListTable(BRIDGE_FAMILY, name),
+      ]);
+      this.nft = parseNft(inet, bridge);
+      this.stats.fullNft++;
+    } catch (e) {
+      this.nftStale = true;
+      throw e;
+    }
+  }
+
+  private watch(path: string, ino: number): void {
+    const sock = createInNamespace(path, () =>
+      nl.createRtNetlink({ ref: false, recvBufferSize: 256 << 10, sendBufferSize: 0 }),
+    );
+    if (!sock) return; // no setns addon: every read is fresh (staleNs is never cleared)
+    for (const g of GROUPS) sock.addMembership(g);
+    sock.socket.on('message', (msgs) => {
+      this.staleNs.add(path);
+      for (const m of msgs) {
+        let detail: string | undefined;
+        try {
+          detail = nsDetail(m);
+        } catch {
+          detail = 'unparsable notification';
+        }
+        if (detail)
+          this.changes$.next(
+            `${path.startsWith(NETNS_DIR) ? path.slice(NETNS_DIR.length + 1) : path}: ${detail}`,
+          );
+      }
+    });
+    sock.socket.socket.on('error', () => {});
+    sock.socket.on('error', () => this.staleNs.add(path));
+    this.watches.set(path, { ino, sock });
+  }
+
+  private unwatch(path: string): void {
+    this.watches.get(path)?.sock.socket.close();
+    this.watches.delete(path);
+  }
+
+  private async refreshNamespaces(targets: readonly NsTarget[]): Promise<void> {
+    const wanted = new Set(targets.map((t) => t.path));
+    for (const p of [...this.views.keys()]) {
+      if (!wanted.has(p)) {
+        this.views.delete(p);
+        this.unwatch(p);
+      }
+    }
+    const toRead: NsTarget[] = [];
+    for (const t of targets) {
+      const ino = nsInode(t.path);
+      const w = this.watches.get(t.path);
+      if (w && w.ino !== ino) this.unwatch(t.path); // replaced by another namespace
+      if (t.container) {
+        // An attached namespace is someone else's: no listener (it would keep the
+        // namespace alive after its owner let go), read afresh every time.
+        toRead.push(t);
+      } else if (ino !== undefined && !this.watches.has(t.path)) {
+        // Listen before reading: a change after the read is then never missed.
+        try {
+          this.watch(t.path, ino);
+        } catch {
+          /* gone meanwhile: the read below decides */
+        }
+        toRead.push(t);
+      } else if (
+        this.allNsStale ||
+        this.staleNs.has(t.path) ||
+        !this.views.has(t.path) ||
+        !this.watches.has(t.path)
+      ) {
+        toRead.push(t);
+      }
+    }
+    this.allNsStale = false;
+    for (const t of toRead) this.staleNs.delete(t.path);
+    const views = await mapLimit(toRead, 32, async (t) => {
+      try {
+        return await readTarget(t);
+      } catch (e) {
+        this.staleNs.add(t.path);
+        throw e;
+      }
+    });
+    toRead.forEach((t, i) => this.views.set(t.path, views[i]));
+    this.stats.nsReads += toRead.length;
+  }
+
+  private refreshFiles(): Record<string, string> {
+    if (!this.files) {
+      this.files = ownFiles(this.instance);
+      this.staleFiles.clear();
+    }
+    for (const p of this.staleFiles) {
+      try {
+        this.files[p] = readFileSync(p, 'utf8');
+      } catch {
+        delete this.files[p];
+      }
+    }
+    this.staleFiles.clear();
+    return this.files;
+  }
+
+  async observe(scope: ObserveScope): Promise<Observation> {
+    this.start();
+    const targets = nsTargets(scope);
+    await Promise.all([
+      this.hostStale ? this.dumpHost() : undefined,
+      this.nftStale || !this.nft ? this.listNft() : undefined,
+      this.refreshNamespaces(targets),
+    ]);
+    return assemble(this.instance, {
+      links: [...this.links.values()],
+      addrs: [...this.addrs.values()],
+      routes: [...this.routes.values()],
+      nft: this.nft!,
+      namespaces: targets.map((target) => ({ target, view: this.views.get(target.path) })),
+      files: { ...this.refreshFiles() },
+    });
+  }
+
+  /**
+   * Before apply: close the listeners inside namespaces the plan deletes (an open socket
+   * would keep a deleted namespace, and its veths, alive).
+   */
+  releasing(plan: Plan): void {
+    for (const a of plan.actions) {
+      if (a.op !== 'netns.delete') continue;
+      const p = nsPathOf(a)!;
+      this.unwatch(p);
+      this.views.delete(p);
+    }
+  }
+
+  /**
+   * After apply: what it touched becomes stale (namespaces it wrote in, files it wrote),
+   * its nft transaction is applied to the cached sets, and host notifications up to now
+   * are taken in. `ok` false (apply failed midway): everything is read afresh.
+   */
+  async applied(plan: Plan, ok: boolean): Promise<void> {
+    if (!ok) {
+      this.invalidate();
+      return;
+    }
+    const sets = new Map<string, Set<string>>();
+    for (const a of plan.actions) {
+      const p = nsPathOf(a);
+      if (p) this.staleNs.add(p);
+      if (a.op === 'file.write' || a.op === 'file.delete') this.staleFiles.add(a.path);
+      if (a.op.startsWith('nft.table.')) this.nftStale = true;
+      if ((a.op === 'nft.element.add' || a.op === 'nft.element.delete') && this.nft) {
+        let set = sets.get(a.set);
+        if (!set) sets.set(a.set, (set = new Set(this.nft.sets[a.set] ?? [])));
+        if (a.op === 'nft.element.add') set.add(a.key);
+        else set.delete(a.key);
+      }
+    }
+    if (this.nft && sets.size) {
+      const changed = Object.fromEntries([...sets].map(([name, set]) => [name, [...set]]));
+      this.nft = { ...this.nft, sets: { ...this.nft.sets, ...changed } };
+    }
+    await this.barrier();
+  }
+
+  close(): void {
+    this.host?.socket.close();
+    this.nftSock?.close();
+    this.dirWatch?.close();
+    for (const p of [...this.watches.keys()]) this.unwatch(p);
+    this.changes$.complete();
+  }
+}
+
+function nsPathOf(a: Action): string | undefined {
+  if ('nsPath' in a && a.nsPath) return a.nsPath;
+  if (a.op === 'netns.create' || a.op === 'netns.delete') return `${NETNS_DIR}/${a.name}`;
+  return undefined;
+}
