@@ -37,6 +37,8 @@ import { epAlias, netAlias, nsAlias, parseAlias } from '../model/names.js';
 export interface ApplyContext {
   readonly instance: string;
   readonly nl: HostNetlink;
+  /** The host ends of each container's veths as observed (lets a namespace deletion wait on them by name). */
+  readonly vethsOf?: (container: string) => readonly string[];
 }
 
 export interface ApplyResult {
@@ -68,7 +70,7 @@ function push(m: Map<string, NsOp[]>, path: string, op: NsOp) {
   l.push(op);
 }
 
-export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise<ApplyResult> {
+export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext): Promise<ApplyResult> {
   const acts = plan.actions;
   let writes = 0;
   const phases: Record<string, number> = {};
@@ -92,11 +94,17 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
 
   lap('container-removals');
   // 2. host removals
-  // Interface indexes, dumped only when a phase needs them (a plan of container-side or
-  // nft changes only reads no host links).
-  const linkIndex = async () => new Map((await nl.links()).map((l) => [l.name, l.index]));
-  const hostAddrDel = acts.some((a) => a.op === 'addr.del' && !a.nsPath);
-  let index = hostAddrDel ? await linkIndex() : new Map<string, number>();
+  // Interface indexes of the host links a phase names, asked for one by one (no dump: at
+  // 1000 veths a link dump costs more than a small plan's writes).
+  const linkIndex = async (names: Iterable<string | undefined>) => {
+    const out = new Map<string, number>();
+    for (const n of new Set(names)) {
+      const l = n === undefined ? undefined : await nl.linkByName(n);
+      if (l) out.set(l.name, l.index);
+    }
+    return out;
+  };
+  let index = await linkIndex(acts.flatMap((a) => (a.op === 'addr.del' && !a.nsPath ? [a.dev] : [])));
   for (const a of acts) {
     try {
       if (a.op === 'veth.delete') await nl.deleteLink(a.name);
@@ -114,7 +122,7 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
   const gone = of('netns.delete');
   await deleteNetns(gone.map((a) => a.name));
   writes += gone.length;
-  if (gone.length) writes += await vethsGone(nl, instance, new Set(gone.map((a) => a.container)));
+  if (gone.length) writes += await vethsGone(nl, instance, new Set(gone.map((a) => a.container)), vethsOf);
 
   lap('netns-removals');
   // 4. namespace creations
@@ -155,7 +163,12 @@ export async function apply(plan: Plan, { instance, nl }: ApplyContext): Promise
     });
   }
   const veths = of('veth.create');
-  if (hostActs.length || veths.length) index = await linkIndex();
+  index = await linkIndex([
+    ...veths.map((a) => a.master),
+    ...hostActs.flatMap((a) =>
+      a.op === 'addr.add' ? [a.dev] : a.op === 'link.set' && a.change.master ? [a.change.master] : [],
+    ),
+  ]);
   await mapLimit(veths, 32, (a) =>
     run(a, async () => {
       await nl.createVeth(a.name, a.peer, a.nsPath, { mtu: a.mtu, peerMac: a.mac });
@@ -269,13 +282,18 @@ async function vethsGone(
   nl: HostNetlink,
   instance: string,
   containers: ReadonlySet<string>,
+  vethsOf?: (container: string) => readonly string[],
 ): Promise<number> {
   const graceUntil = Date.now() + 1000;
+  const known = vethsOf ? [...containers].flatMap((c) => vethsOf(c)) : undefined;
+  // By name when the observation named them (a few requests), else one dump.
   const left = async () =>
-    (await nl.links()).filter((l) => {
-      const a = parseAlias(instance, l.alias);
-      return a?.kind === 'ep' && containers.has(a.container);
-    });
+    known
+      ? (await Promise.all(known.map((n) => nl.linkByName(n)))).filter((l) => l !== undefined)
+      : (await nl.links()).filter((l) => {
+          const a = parseAlias(instance, l.alias);
+          return a?.kind === 'ep' && containers.has(a.container);
+        });
   for (;;) {
     const now = await left();
     if (!now.length) return 0;
