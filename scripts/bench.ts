@@ -11,8 +11,8 @@
  *   npm run bench -- 10 100       chosen sizes
  *   npm run bench -- --soak 1000 1000   the daemon's memory over 1000 reconciles (scripts/soak.ts)
  */
-import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox } from '../test/helpers/sandbox.js';
@@ -117,8 +117,99 @@ function lowerBound(n: number, nets: number): number {
   }
 }
 
+interface DaemonStep {
+  /** The reconcile's duration as the daemon logs it: load, observe, plan, apply, verify, record. */
+  ms: number;
+  writes: number;
+  actions: number;
+  timings: Record<string, number>;
+}
+
+interface DaemonRow {
+  noop: DaemonStep;
+  add: DaemonStep;
+  remove: DaemonStep;
+  changePort: DaemonStep;
+  /** The daemon's peak resident memory (VmHWM). */
+  peakRssKb: number;
+}
+
+/**
+ * The same edits through `tether run`: the daemon keeps its observation in memory
+ * (observe/live.ts), so these are what a reconcile costs once it runs. Each edit is a
+ * manifest write; its reconcile is the one the daemon logs for the file trigger.
+ */
+async function daemonSteps(s: Sandbox, n: number, nets: number): Promise<DaemonRow> {
+  const [cmd, ...argv] = s.tetherArgv(['run', '-f', s.manifests, '--resync', '1h']);
+  const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const lines: Record<string, any>[] = [];
+  let wake: (() => void) | undefined;
+  let buf = '';
+  proc.stderr!.on('data', (b: Buffer) => {
+    buf += b.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        lines.push(JSON.parse(line));
+      } catch {
+        /* not a log line */
+      }
+      wake?.();
+    }
+  });
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const next = async (pred: (l: Record<string, any>) => boolean, from: number, ms = 60_000) => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const hit = lines.slice(from).find(pred);
+      if (hit) return hit;
+      if (Date.now() > deadline || proc.exitCode !== null)
+        throw new Error(`daemon: no expected log line; last: ${JSON.stringify(lines.at(-1))}`);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 200);
+      });
+    }
+  };
+  /** Quiet: the follow-up reconciles its own changes cause (kernel notifications) are over. */
+  const settle = async () => {
+    for (let seen = lines.length; ; seen = lines.length) {
+      await new Promise((r) => setTimeout(r, 500));
+      if (lines.length === seen) return;
+    }
+  };
+  const reconciled = (l: Record<string, any>) => l.code === 'TETHER_I0501';
+  const edit = async (text: string): Promise<DaemonStep> => {
+    const from = lines.length;
+    s.write('m.yaml', text);
+    const l = await next((x) => reconciled(x) && x.trigger.some((t: string) => t.startsWith('file')), from);
+    await settle();
+    return { ms: l.durationMs, writes: l.writes, actions: l.actions, timings: l.timings };
+  };
+  try {
+    await next((l) => l.code === 'TETHER_I0502', 0, 600_000);
+    await settle();
+    const noops: DaemonStep[] = [];
+    for (let k = 0; k < 5; k++) noops.push(await edit(manifest(n, nets, 0, true)));
+    noops.sort((a, b) => a.ms - b.ms);
+    const add = await edit(manifest(n, nets, 1, true));
+    const remove = await edit(manifest(n, nets, 0, true));
+    const changePort = await edit(manifest(n, nets, 0, false));
+    const peakRssKb = Number(
+      /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0,
+    );
+    return { noop: noops[2]!, add, remove, changePort, peakRssKb };
+  } finally {
+    proc.kill('SIGTERM');
+    await exited;
+  }
+}
+
 interface Row {
   n: number;
+  daemon: DaemonRow;
   networks: number;
   cold: Step;
   noop: Step;
@@ -145,6 +236,7 @@ for (const n of NS) {
       const remove = applyStep(s);
       s.write('m.yaml', manifest(n, nets, 0, true));
       const changePort = applyStep(s);
+      const daemon = await daemonSteps(s, n, nets);
       const t0 = performance.now();
       s.tetherOk('destroy');
       const destroyMs = performance.now() - t0;
@@ -152,6 +244,7 @@ for (const n of NS) {
       const lowerBoundMs = lowerBound(n, nets);
       rows.push({
         n,
+        daemon,
         networks: nets,
         cold,
         noop,
@@ -183,6 +276,11 @@ const header = [
   'port ms (writes)',
   'destroy ms',
   'peak RSS MiB',
+  'daemon: no-op ms (writes)',
+  'add 1',
+  'remove 1',
+  'port',
+  'daemon peak RSS MiB',
 ];
 const table = [
   header,
@@ -199,6 +297,11 @@ const table = [
     `${f(r.changePort.ms)} (${r.changePort.writes})`,
     f(r.destroyMs),
     (r.peakRssKb / 1024).toFixed(0),
+    `${f(r.daemon.noop.ms)} (${r.daemon.noop.writes})`,
+    `${f(r.daemon.add.ms)} (${r.daemon.add.writes})`,
+    `${f(r.daemon.remove.ms)} (${r.daemon.remove.writes})`,
+    `${f(r.daemon.changePort.ms)} (${r.daemon.changePort.writes})`,
+    (r.daemon.peakRssKb / 1024).toFixed(0),
   ]),
 ];
 const md = [
@@ -208,7 +311,7 @@ const md = [
 ].join('\n');
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${sh('uname', ['-r']).trim()}, Node ${process.version}`;
 process.stdout.write(
-  `${md}\n\nTimes are measured inside \`bin/tether apply\` (observe, plan, apply, verify: what one reconcile of the daemon costs); "whole command" adds process start-up. Writes are kernel write operations. Machine: ${machine}\n`,
+  `${md}\n\nThe first columns are measured inside one \`bin/tether apply\` (observe everything, plan, apply, verify); "whole command" adds process start-up. The daemon columns are the reconcile durations \`tether run\` logs for the same manifest edits (load, observe from its in-memory state, plan, apply, verify, record; no-op: median of 5). Writes are kernel write operations. Machine: ${machine}\n`,
 );
 writeFileSync(
   join(import.meta.dirname, '../bench-results.json'),

@@ -19,6 +19,7 @@ import { FileSource } from './source.js';
 import { initialStatus, StatusStore, summary } from './state.js';
 import { SystemdNotifier } from './systemd.js';
 import {
+  nsTriggers,
   resyncTriggers,
   sighupTriggers,
   type Trigger,
@@ -77,7 +78,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   const stopSignal = o.stop ? { promise: o.stop, dispose: () => {} } : signalled();
 
   const server = await serveStatus(o.instance, () => store.get());
-  const engine = openEngine(o.instance);
+  const engine = openEngine(o.instance, { live: true });
   const watches: Watch[] = [];
   try {
     const source: ManifestSource = o.git
@@ -106,7 +107,11 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       store,
       sink,
       pruneAll: o.pruneAll,
-      apply: (spec, opts) => withLock(o.instance, () => applyPlan(engine, spec, opts)),
+      apply: (spec, opts) =>
+        withLock(o.instance, () => {
+          if (opts.full) engine.live?.invalidate();
+          return applyPlan(engine, spec, opts);
+        }),
       record: async (s, outcome, ms) => {
         await recordApply(engine, s.spec, outcome, { path: s.source.path, commit: s.source.commit }, ms);
       },
@@ -143,6 +148,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       ...watches.map((w, i) =>
         w.events$.pipe(guard(i === 0 && !o.git ? 'manifest watcher' : 'kernel listener')),
       ),
+      nsTriggers(engine.live!.changes$, o.kernelSettleMs ?? 20).pipe(guard('namespace listener')),
       resyncTriggers(o.resyncMs).pipe(guard('resync timer')),
       hup$.pipe(guard('SIGHUP handler')),
     );

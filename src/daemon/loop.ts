@@ -134,8 +134,12 @@ export interface ReconcilerDeps<O extends Outcome> {
   readonly store: StatusStore;
   readonly sink: EventSink;
   readonly pruneAll: boolean;
-  /** Observe, plan, apply, verify — under the instance lock. Throws UsageError on mass deletion. */
-  apply(spec: Spec, opts: { pruneAll: boolean }): Promise<O>;
+  /**
+   * Observe, plan, apply, verify — under the instance lock. Throws UsageError on mass
+   * deletion. `full`: observe everything afresh (start, resync, SIGHUP) rather than
+   * trust the daemon's in-memory observation.
+   */
+  apply(spec: Spec, opts: { pruneAll: boolean; full: boolean }): Promise<O>;
   /** Persist the last apply (network ls/inspect); failures are logged, not fatal. */
   record?(s: LoadedState, outcome: O, durationMs: number): Promise<void>;
   /** After every reconcile; `firstConverge` once, on the first converged run. */
@@ -168,6 +172,8 @@ export class Reconciler<O extends Outcome> {
   /** A key whose apply was refused (mass deletion): not retried until it changes or SIGHUP. */
   private refusedKey: string | undefined;
   private inFlight: Promise<RunReport> | undefined;
+  /** Milliseconds of the run's own steps (loading the manifests, recording the apply). */
+  private laps: Record<string, number> = {};
   private lastLoadError: string | undefined;
 
   constructor(private readonly deps: ReconcilerDeps<O>) {}
@@ -202,7 +208,9 @@ export class Reconciler<O extends Outcome> {
     const { store, sink } = deps;
     const now = () => deps.now?.() ?? new Date();
     const t0 = performance.now();
+    this.laps = {};
     const reasons = new Set(batch.map((t) => t.kind));
+    const full = reasons.has('start') || reasons.has('resync') || reasons.has('sighup');
     const trigger = batch.map((t) => (t.detail ? `${t.kind}: ${t.detail}` : t.kind));
     if (reasons.has('sighup')) this.refusedKey = undefined;
 
@@ -210,6 +218,7 @@ export class Reconciler<O extends Outcome> {
     let candidate: LoadedState | undefined;
     try {
       candidate = await deps.source.load(reasons);
+      this.laps.load = Math.round((performance.now() - t0) * 10) / 10;
       store.problem('load', null);
       this.lastLoadError = undefined;
     } catch (e) {
@@ -252,7 +261,7 @@ export class Reconciler<O extends Outcome> {
     let isNew = target.key !== this.lastGood?.key;
     let outcome: O;
     try {
-      outcome = await deps.apply(target.spec, { pruneAll: deps.pruneAll });
+      outcome = await deps.apply(target.spec, { pruneAll: deps.pruneAll, full });
     } catch (e) {
       if (!isNew) return this.finish(t0, reasons, trigger, 'failed', undefined, errText(e));
       const refused = e instanceof UsageError;
@@ -273,7 +282,7 @@ export class Reconciler<O extends Outcome> {
       target = this.lastGood;
       isNew = false;
       try {
-        outcome = await deps.apply(target.spec, { pruneAll: deps.pruneAll });
+        outcome = await deps.apply(target.spec, { pruneAll: deps.pruneAll, full });
       } catch (e2) {
         return this.finish(t0, reasons, trigger, 'failed', undefined, errText(e2));
       }
@@ -299,6 +308,7 @@ export class Reconciler<O extends Outcome> {
     }
     const durationMs = Math.round(performance.now() - t0);
     if (deps.record && (outcome.writes > 0 || isNew)) {
+      const r0 = performance.now();
       await deps.record(target, outcome, durationMs).catch((e) =>
         sink.emit({
           level: 'warn',
@@ -306,6 +316,7 @@ export class Reconciler<O extends Outcome> {
           message: `could not record the apply: ${errText(e)}`,
         }),
       );
+      this.laps.record = Math.round((performance.now() - r0) * 10) / 10;
     }
     const actions = outcome.plan.actions.length;
     if (!isNew && actions > 0) {
@@ -394,7 +405,7 @@ export class Reconciler<O extends Outcome> {
           actions,
           writes,
           durationMs,
-          timings: outcome?.timings,
+          timings: { ...this.laps, ...outcome?.timings },
           converged: result === 'converged',
           newState: isNew,
           changes,

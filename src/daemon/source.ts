@@ -1,11 +1,18 @@
 /** The manifest files of `tether run -f PATH` as a source of desired states. */
+
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { ManifestFile } from '../model/spec.js';
-import { loadSpec } from '../spec/load.js';
+import type { ManifestFile, Spec } from '../model/spec.js';
+import { loadSpec, loadSpecFromStrings } from '../spec/load.js';
+import { resolveManifestPaths } from '../spec/read.js';
+
+const sha256hex = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
+
 import type { LoadedState, ManifestSource } from './loop.js';
 
 /** Identity of a set of manifest files: their paths and content hashes. */
-export function filesKey(files: readonly ManifestFile[]): string {
+export function filesKey(files: readonly Pick<ManifestFile, 'path' | 'sha256'>[]): string {
   return files.length ? files.map((f) => `${f.path}@${f.sha256}`).join('\n') : '(no manifest files)';
 }
 
@@ -15,12 +22,32 @@ export class FileSource implements ManifestSource {
     this.path = resolve(path);
   }
 
+  private last: LoadedState | undefined;
+
+  /**
+   * The manifests as they are now. Unchanged files (same paths, same contents) give the
+   * state loaded last time without parsing them again; anything unreadable goes through
+   * the loader, which reports it.
+   */
   async load(): Promise<LoadedState> {
-    const spec = await loadSpec(this.path);
-    return {
+    let texts: { path: string; text: string }[];
+    try {
+      const paths = await resolveManifestPaths(this.path);
+      texts = await Promise.all(paths.map(async (p) => ({ path: p, text: await readFile(p, 'utf8') })));
+    } catch {
+      return this.loaded(await loadSpec(this.path));
+    }
+    const key = filesKey(texts.map((t) => ({ path: t.path, sha256: sha256hex(t.text) })));
+    if (this.last?.key === key) return this.last;
+    return this.loaded(loadSpecFromStrings(texts));
+  }
+
+  private loaded(spec: Spec): LoadedState {
+    this.last = {
       spec,
       key: filesKey(spec.files),
       source: { kind: 'files', path: this.path, files: spec.files },
     };
+    return this.last;
   }
 }

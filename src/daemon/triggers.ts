@@ -72,6 +72,22 @@ export function resyncTriggers(ms: number, scheduler: SchedulerLike = asyncSched
   return timer(ms, ms, scheduler).pipe(map(() => ({ kind: 'resync' as const })));
 }
 
+/**
+ * Notifications inside the instance's container namespaces (observe/live.ts), settled
+ * like the host's into one 'kernel' trigger.
+ */
+export function nsTriggers(
+  changes$: Observable<string>,
+  settleMs: number,
+  scheduler: SchedulerLike = asyncScheduler,
+): Observable<Trigger> {
+  return changes$.pipe(
+    map((detail): Trigger => ({ kind: 'kernel', detail })),
+    auditBatch(settleMs, scheduler),
+    mergeBatch('kernel'),
+  );
+}
+
 /** SIGHUP → reload. Subscribing installs the handler (so SIGHUP no longer terminates). */
 export function sighupTriggers(): Observable<Trigger> {
   return fromEvent(process, 'SIGHUP').pipe(map(() => ({ kind: 'sighup' as const, detail: 'SIGHUP' })));
