@@ -19,7 +19,7 @@ import { FileSource } from './source.js';
 import { initialStatus, StatusStore, summary } from './state.js';
 import { SystemdNotifier } from './systemd.js';
 import {
-  nsTriggers,
+  observerTriggers,
   resyncTriggers,
   sighupTriggers,
   type Trigger,
@@ -77,8 +77,16 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   const notifier = new SystemdNotifier(process.env, (m) => warn(DaemonCode.notifyFailed, m));
   const stopSignal = o.stop ? { promise: o.stop, dispose: () => {} } : signalled();
 
-  const server = await serveStatus(o.instance, () => store.get());
   const engine = openEngine(o.instance, { live: true });
+  // The observation's counters ride along: how much each reconcile read afresh.
+  const server = await serveStatus(
+    o.instance,
+    () => store.get(),
+    () => ({ observer: { ...engine.live!.stats } }),
+  ).catch((e) => {
+    engine.close();
+    throw e;
+  });
   const watches: Watch[] = [];
   try {
     const source: ManifestSource = o.git
@@ -148,7 +156,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       ...watches.map((w, i) =>
         w.events$.pipe(guard(i === 0 && !o.git ? 'manifest watcher' : 'kernel listener')),
       ),
-      nsTriggers(engine.live!.changes$, o.kernelSettleMs ?? 20).pipe(guard('namespace listener')),
+      observerTriggers(engine.live!.changes$, o.kernelSettleMs ?? 20).pipe(guard('observation listener')),
       resyncTriggers(o.resyncMs).pipe(guard('resync timer')),
       hup$.pipe(guard('SIGHUP handler')),
     );

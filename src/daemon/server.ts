@@ -60,7 +60,11 @@ export interface StatusServer {
  * Listen on the instance's socket. A socket file left by a dead daemon is replaced; one
  * that answers belongs to a running daemon of this instance: that is an error.
  */
-export async function serveStatus(instance: string, current: () => DaemonStatus): Promise<StatusServer> {
+export async function serveStatus(
+  instance: string,
+  current: () => DaemonStatus,
+  extra: () => Record<string, unknown> = () => ({}),
+): Promise<StatusServer> {
   const path = daemonSocket(instance);
   mkdirSync(runDir(instance), { recursive: true });
   if (existsSync(path)) {
@@ -78,7 +82,7 @@ export async function serveStatus(instance: string, current: () => DaemonStatus)
     // The process's memory rides along: operators (and the soak benchmark) watch it.
     const m = process.memoryUsage();
     const memory = { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external };
-    c.end(`${JSON.stringify({ ...current(), memory })}\n`);
+    c.end(`${JSON.stringify({ ...current(), memory, ...extra() })}\n`);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -73,10 +73,11 @@ export function resyncTriggers(ms: number, scheduler: SchedulerLike = asyncSched
 }
 
 /**
- * Notifications inside the instance's container namespaces (observe/live.ts), settled
+ * Drift the in-memory observation hears of (observe/live.ts: container namespaces,
+ * namespaces removed, nftables), settled
  * like the host's into one 'kernel' trigger.
  */
-export function nsTriggers(
+export function observerTriggers(
   changes$: Observable<string>,
   settleMs: number,
   scheduler: SchedulerLike = asyncScheduler,

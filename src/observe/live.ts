@@ -109,7 +109,10 @@ function nsInode(path: string): number | undefined {
 }
 
 export class LiveObserver {
-  /** Notifications about the instance's container namespaces worth a reconcile (drift). */
+  /**
+   * Changes worth a reconcile (drift) that the host link listener (daemon/triggers.ts)
+   * does not report: inside container namespaces, namespaces removed, nftables.
+   */
   readonly changes$ = new Subject<string>();
 
   private host: RtSocket | undefined;
@@ -241,8 +244,8 @@ export class LiveObserver {
 
   /**
    * nfnetlink: every object message of a transaction names its table in attribute 1
-   * (after the 4-byte nfgenmsg); the transaction ends with NEWGEN, whose attribute 2 is
-   * the pid of the process that committed it.
+   * (after the 4-byte nfgenmsg); the transaction ends with NEWGEN, whose attributes 2 and
+   * 3 are the pid and the name of the process that committed it.
    */
   private nftMessage(m: { type: number; data: Buffer }, table: string): void {
     if (m.type >> 8 !== NFNL_SUBSYS_NFTABLES) return;
@@ -250,17 +253,23 @@ export class LiveObserver {
     const d = m.data;
     let attr1: Buffer | undefined;
     let attr2: Buffer | undefined;
+    let attr3: Buffer | undefined;
     for (let off = 4; off + 4 <= d.length; ) {
       const len = d.readUInt16LE(off);
       if (len < 4 || off + len > d.length) break;
       const type = d.readUInt16LE(off + 2) & 0x3fff;
       if (type === 1) attr1 = d.subarray(off + 4, off + len);
       else if (type === 2) attr2 = d.subarray(off + 4, off + len);
+      else if (type === 3) attr3 = d.subarray(off + 4, off + len);
       off += (len + 3) & ~3;
     }
     if (msg === NFT_MSG_NEWGEN) {
       const pid = attr2 && attr2.length >= 4 ? attr2.readUInt32BE(0) : 0;
-      if (this.nftTouched && !nftWriterPids.includes(pid)) this.nftStale = true;
+      if (this.nftTouched && !nftWriterPids.includes(pid)) {
+        this.nftStale = true;
+        const who = attr3 ? ` by ${attr3.toString('utf8').replace(/\0.*$/s, '')}` : '';
+        this.changes$.next(`nftables table ${table} changed${who} (pid ${pid})`);
+      }
       this.nftTouched = false;
       return;
     }
