@@ -19,14 +19,33 @@ export function familyOf(ip: string): Family {
   return ip.includes(':') ? 6 : 4;
 }
 
+/**
+ * Dotted-quad decimal without leading zeros: the only IPv4 form tether accepts
+ * (ipaddr.js's isValidFourPartDecimal), read here without ipaddr.js's general parser,
+ * which also takes octal, hex and shortened forms. Octets still need a range check.
+ */
+const DOTTED_QUAD = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})$/;
+
+/** The 32-bit value of a four-part decimal IPv4 address, or undefined for any other string. */
+function dottedQuad(ip: string): number | undefined {
+  const m = DOTTED_QUAD.exec(ip);
+  if (!m) return undefined;
+  const a = Number(m[1]);
+  const b = Number(m[2]);
+  const c = Number(m[3]);
+  const d = Number(m[4]);
+  if (a > 255 || b > 255 || c > 255 || d > 255) return undefined;
+  return a * 0x1000000 + b * 0x10000 + c * 0x100 + d;
+}
+
 export function isValidIp(ip: string): boolean {
-  return (
-    ipaddr.isValid(ip) &&
-    (ip.includes(':') ? ipaddr.IPv6.isValid(ip) : ipaddr.IPv4.isValidFourPartDecimal(ip))
-  );
+  if (!ip.includes(':')) return dottedQuad(ip) !== undefined;
+  return ipaddr.isValid(ip) && ipaddr.IPv6.isValid(ip);
 }
 
 export function parseIp(ip: string): bigint {
+  const quad = dottedQuad(ip);
+  if (quad !== undefined) return BigInt(quad);
   const a = ipaddr.parse(ip);
   let v = 0n;
   for (const b of a.toByteArray()) v = (v << 8n) | BigInt(b);
@@ -34,7 +53,11 @@ export function parseIp(ip: string): bigint {
 }
 
 export function formatIp(v: bigint, family: Family): string {
-  const n = family === 4 ? 4 : 16;
+  if (family === 4) {
+    const n = Number(v & 0xffffffffn);
+    return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
+  }
+  const n = 16;
   const bytes: number[] = [];
   for (let i = n - 1; i >= 0; i--) bytes.push(Number((v >> BigInt(i * 8)) & 0xffn));
   return ipaddr.fromByteArray(bytes).toString();
@@ -82,11 +105,11 @@ export function maskedCidr(s: string): string {
 }
 
 export function firstAddr(c: Cidr): bigint {
-  return networkOf(c).addr;
+  return c.addr & ~hostMask(c);
 }
 
 export function lastAddr(c: Cidr): bigint {
-  return networkOf(c).addr | hostMask(c);
+  return c.addr | hostMask(c);
 }
 
 export function contains(net: string | Cidr, ip: string | bigint): boolean {
