@@ -175,7 +175,13 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
       const master = a.master ? index.get(a.master) : undefined;
       if (a.master && master === undefined) throw new KernelError(a.op, `bridge ${a.master} not found`);
       await nl.setLink(a.name, { master, alias: epAlias(instance, a.container, a.network), up: true });
-      return 2;
+      // Hairpin on the container's bridge port: with bridge-nf-call-iptables on, a packet a
+      // container sends to its own published port is DNAT'd and bridged back out of the
+      // port it came in on, which a bridge does only for hairpin ports (Docker sets it
+      // too when it runs without its userland proxy).
+      if (master === undefined) return 2;
+      await nl.setHairpin(a.name);
+      return 3;
     }),
   );
   for (const a of veths)
@@ -185,19 +191,6 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
       alias: epAlias(instance, a.container, a.network),
       up: true,
     });
-  // Hairpin on every container's bridge port: with bridge-nf-call-iptables on, a packet a
-  // container sends to its own published port is DNAT'd and bridged back out of the port it
-  // came in on, which a bridge does only for hairpin ports (Docker sets it too when it
-  // runs without its userland proxy). One ip process for all new ports.
-  if (veths.length) {
-    await mustRun(
-      'set hairpin on new bridge ports',
-      'ip',
-      ['-batch', '-'],
-      veths.map((a) => `link set dev ${a.name} type bridge_slave hairpin on\n`).join(''),
-    );
-    writes += veths.length;
-  }
   for (const a of hostActs) {
     if (a.op === 'addr.add') {
       await run(a, async () => {

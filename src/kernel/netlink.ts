@@ -305,6 +305,37 @@ export class HostNetlink {
     }
   }
 
+  /**
+   * Hairpin mode on a bridge port (`ip link set dev NAME type bridge_slave hairpin on`):
+   * RTM_NEWLINK on the existing link with IFLA_LINKINFO { INFO_SLAVE_KIND "bridge",
+   * INFO_SLAVE_DATA { IFLA_BRPORT_MODE 1 } }. The link must be enslaved already: the
+   * kernel reads slave data with the ops of the link's current master.
+   */
+  async setHairpin(name: string): Promise<void> {
+    const nested = 0x8000; // NLA_F_NESTED
+    const attr = (type: number, value: Buffer) => {
+      const out = Buffer.alloc(4 + ((value.length + 3) & ~3));
+      out.writeUInt16LE(4 + value.length, 0);
+      out.writeUInt16LE(type, 2);
+      value.copy(out, 4);
+      return out;
+    };
+    const hdr = Buffer.alloc(16); // index 0: the link is found by IFLA_IFNAME
+    const slaveData = attr(5 | nested, attr(4 /* IFLA_BRPORT_MODE */, Buffer.from([1])));
+    const linkinfo = attr(18 | nested, Buffer.concat([attr(4, Buffer.from('bridge\0')), slaveData]));
+    try {
+      await this.serial(() =>
+        this.sock.socket.request(
+          rt.MessageType.NEWLINK,
+          Buffer.concat([hdr, attr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`)), linkinfo]),
+          {},
+        ),
+      );
+    } catch (e) {
+      throw wrap(`set hairpin on ${name}`, e);
+    }
+  }
+
   async deleteLink(name: string): Promise<void> {
     try {
       await this.serial(() => this.sock.delLink({}, { ifname: name }));
