@@ -55,12 +55,13 @@ export function observeResolver(instance: string): { config: string; running: bo
   return { config: config ?? '', running };
 }
 
+/** Polls `cond` at 1, 2, 4, 8, then every 10 ms (a reload usually takes a few ms). */
 async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!cond()) {
+  for (let pause = 1; !cond(); pause = Math.min(pause * 2, 10)) {
     if (Date.now() > deadline)
       throw new KernelError('dns resolver', `${what} (see ${'dns.log'} in the state directory)`);
-    await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, pause));
   }
 }
 
