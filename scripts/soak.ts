@@ -1,13 +1,15 @@
 /**
  * `npm run bench -- --soak [N] [CYCLES]`: the daemon's memory under repeated reconciles.
  * Starts `tether run` in a sandbox with N containers (default 1000, one published port
- * each), waits for it to converge, then drives CYCLES reconciles (default 1000) with
- * SIGHUP, each awaited on the daemon's "reconciled" log line, sampling its resident
- * memory (VmRSS) and its JS heap (from the status socket) as it goes. Prints the samples and the growth from the first tenth to
- * the last tenth of the run.
+ * each), waits for it to converge, then drives CYCLES reconciles (default 1000): in turn
+ * a SIGHUP (full resync), a container added, a save that changes nothing, the container
+ * removed; each awaited on the daemon's "reconciled" log line. Samples its resident memory
+ * (VmRSS), its JS heap (from the status socket) and its open file descriptors (a
+ * namespace listener that leaked would show there). Prints the samples and the growth
+ * from the first tenth to the last tenth of the run.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Sandbox } from '../test/helpers/sandbox.js';
@@ -19,12 +21,14 @@ export async function soak(n: number, cycles: number): Promise<void> {
     for (let i = 0; i < n; i++)
       lines.push(`  c${i}: { networks: [n${n > 1000 ? String(i % 2) : ''}], ports: ["${20000 + i}:80"] }`);
     if (n > 1000) lines.splice(1, 1, '  n0: {}', '  n1: {}');
-    s.write('m.yaml', `${lines.join('\n')}\n`);
+    const base = `${lines.join('\n')}\n`;
+    const plusOne = `${base}  extra: { networks: [n${n > 1000 ? '0' : ''}], ports: ["19999:80"] }\n`;
+    s.write('m.yaml', base);
     const [cmd, ...argv] = s.tetherArgv(['run', '-f', s.manifests, '--resync', '1h']);
     const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let buf = '';
     let reconciled = 0;
-    let waiting: (() => void) | undefined;
+    let waiting: ((line: string) => void) | undefined;
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
     proc.stderr!.on('data', (b: Buffer) => {
@@ -36,7 +40,7 @@ export async function soak(n: number, cycles: number): Promise<void> {
         if (line.includes('TETHER_I0502')) ready();
         if (line.includes('TETHER_I0501')) {
           reconciled++;
-          waiting?.();
+          waiting?.(line);
         }
       }
     });
@@ -56,20 +60,29 @@ export async function soak(n: number, cycles: number): Promise<void> {
     process.stdout.write(
       `daemon converged ${n} containers in ${((performance.now() - t0) / 1000).toFixed(1)} s; RSS ${rss().toFixed(0)} MiB\n`,
     );
-    const samples: { cycle: number; rssMiB: number; heapMiB: number }[] = [];
+    const samples: { cycle: number; rssMiB: number; heapMiB: number; fds: number }[] = [];
     const every = Math.max(1, Math.floor(cycles / 20));
     const c0 = performance.now();
+    // Four kinds of cycle in turn: a full resync (SIGHUP), a container added (a namespace,
+    // its listener, a veth, nft elements), a save that changes nothing, the container
+    // removed again. Each waits for its own reconcile's log line.
+    const kinds = ['sighup', 'add', 'noop', 'remove'] as const;
+    const fds = () => readdirSync(`/proc/${proc.pid}/fd`).length;
     for (let c = 1; c <= cycles; c++) {
-      const before = reconciled;
-      const done = new Promise<void>((r) => (waiting = () => reconciled > before && r()));
-      proc.kill('SIGHUP');
+      const kind = kinds[c % 4]!;
+      const done = new Promise<void>(
+        (r) => (waiting = (l) => l.includes(kind === 'sighup' ? '"sighup' : '"file') && r()),
+      );
+      if (kind === 'sighup') proc.kill('SIGHUP');
+      else s.write('m.yaml', kind === 'add' ? plusOne : base);
       await done;
-      if (c % every === 0 || c === 1) samples.push({ cycle: c, rssMiB: rss(), heapMiB: await heap() });
+      if (c % every === 0 || c === 1)
+        samples.push({ cycle: c, rssMiB: rss(), heapMiB: await heap(), fds: fds() });
     }
     const perCycle = (performance.now() - c0) / cycles;
     for (const x of samples) {
       process.stdout.write(
-        `cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB  JS heap used ${x.heapMiB.toFixed(1)} MiB\n`,
+        `cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB  JS heap used ${x.heapMiB.toFixed(1)} MiB  open fds ${x.fds}\n`,
       );
     }
     const tenth = Math.max(1, Math.floor(samples.length / 10));
