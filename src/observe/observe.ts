@@ -3,9 +3,11 @@
  * plus the host facts IPAM needs and the foreign names a plan must not collide with.
  *
  * Sources: one rtnetlink dump each of links, addresses and routes of the host
- * namespace; one `ip -j -batch` process per container namespace (in parallel); one
- * `nft -j list table`. Any failure fails the whole observation: a partial view would
- * plan deletions.
+ * namespace; three dumps inside each container namespace (in-process through the setns
+ * addon, 32 at a time; one `ip -j -batch` process each without it); one `nft -j list
+ * table` per table. Any failure fails the whole observation: a partial view would plan
+ * deletions. The daemon keeps the same reads in memory instead (live.ts) and shapes
+ * them with the same assemble().
  *
  * Filtered out by rule: IPv6 link-local addresses (fe80::/10, kernel-made), routes
  * other than default routes in the main table of container namespaces.
