@@ -107,8 +107,7 @@ export function parseManifests(files: readonly { path: string; text: string }[])
   const problems: SpecProblem[] = [];
   const warnings: SpecWarning[] = [];
   for (const f of files) {
-    const lineCounter = new LineCounter();
-    const doc = parseDocument(f.text, { lineCounter, prettyErrors: false, merge: true, uniqueKeys: true });
+    const { doc, lineCounter } = parseYaml(f.text);
     const at = (offset: number): SourceRef => ({ file: f.path, ...lineCounter.linePos(offset) });
     for (const e of doc.errors) {
       problems.push({ message: yamlMessage(e.code, e.message), src: at(e.pos[0]) });
@@ -127,6 +126,46 @@ export function parseManifests(files: readonly { path: string; text: string }[])
     });
   }
   return { files: out, problems, warnings };
+}
+
+/**
+ * parseDocument with unique keys enforced. yaml's own check compares each key with every
+ * earlier key of its mapping, which is quadratic in a `containers:` mapping of a thousand
+ * entries. So the text is parsed without it first and every mapping's keys are checked
+ * with a Set; a document with any error, or with a key that may repeat, is parsed again
+ * with yaml's check on, so that its errors (and their order) are exactly yaml's.
+ */
+function parseYaml(text: string): { doc: Document.Parsed; lineCounter: LineCounter } {
+  const parse = (uniqueKeys: boolean) => {
+    const lineCounter = new LineCounter();
+    const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true, uniqueKeys });
+    return { doc, lineCounter };
+  };
+  const fast = parse(false);
+  if (fast.doc.errors.length === 0 && !mayRepeatKey(fast.doc.contents)) return fast;
+  return parse(true);
+}
+
+/**
+ * Whether some mapping under `node` has two scalar keys with the same value: yaml's
+ * DUPLICATE_KEY test (other keys only clash with themselves). A Set also takes NaN for
+ * NaN, which yaml does not: that only costs a second parse.
+ */
+function mayRepeatKey(node: unknown): boolean {
+  if (isMap(node)) {
+    const seen = new Set<unknown>();
+    for (const pair of node.items) {
+      if (isScalar(pair.key)) {
+        if (seen.has(pair.key.value)) return true;
+        seen.add(pair.key.value);
+      }
+      if (mayRepeatKey(pair.key) || mayRepeatKey(pair.value)) return true;
+    }
+    return false;
+  }
+  if (isSeq(node)) return node.items.some(mayRepeatKey);
+  if (isPair(node)) return mayRepeatKey(node.key) || mayRepeatKey(node.value);
+  return false;
 }
 
 export function manifestFiles(files: readonly ParsedFile[]): ManifestFile[] {
