@@ -69,10 +69,21 @@ export function checkConsistency(spec: Spec, model: CanonModel, sources: Sources
 }
 
 const sub = (o: Origin, ...more: Path): Origin => ({ file: o.file, path: [...o.path, ...more] });
+const ANY6 = parseIp('::')!;
+
+/** The addresses a network's host_binding_ipv4 listens on: 0.0.0.0 means :: too. */
+function bindingIps(text: string): readonly Ip[] | undefined {
+  const binding = parseIp(text);
+  if (!binding) return undefined;
+  if (binding.family === 4 && isUnspecified(binding)) return [binding, ANY6];
+  return [binding];
+}
 
 class Checker {
   readonly problems: SpecProblem[] = [];
   readonly warnings: SpecWarning[] = [];
+  /** defaultHostIps per gateway network: parsed once, not once per container. */
+  private readonly hostIpsOf = new Map<NetworkSpec, readonly Ip[] | undefined>();
 
   constructor(
     private readonly spec: Spec,
@@ -690,13 +701,10 @@ class Checker {
     return nets[0]?.n;
   }
 
-  private defaultHostIps(ct: ContainerSpec): Ip[] | undefined {
-    const gw = this.gatewayNetwork(ct);
+  private defaultHostIps(gw: NetworkSpec | undefined): readonly Ip[] | undefined {
     if (!gw || gw.internal) return undefined; // no publishing without external connectivity
-    const binding = parseIp(gw.hostBindingIpv4);
-    if (!binding) return undefined;
-    if (binding.family === 4 && isUnspecified(binding)) return [binding, parseIp('::')!];
-    return [binding];
+    if (!this.hostIpsOf.has(gw)) this.hostIpsOf.set(gw, bindingIps(gw.hostBindingIpv4));
+    return this.hostIpsOf.get(gw);
   }
 
   ports(): void {
@@ -714,8 +722,8 @@ class Checker {
       const ct = this.spec.containers[name];
       if (ct.mode !== 'bridge') continue;
       const canon = defs[0];
-      const defaults = this.defaultHostIps(ct);
       const gw = this.gatewayNetwork(ct);
+      const defaults = this.defaultHostIps(gw);
       canon.ports.forEach((cp, i) => {
         const port = ct.ports[i];
         if (port.published === undefined) return; // ephemeral
