@@ -18,6 +18,7 @@ import {
   type Cidr,
   contains,
   type Family,
+  familyOf,
   firstAddr,
   formatCidr,
   formatIp,
@@ -48,6 +49,14 @@ export interface HostFacts {
   readonly ulaSeed: string;
   /** net.ipv4.ip_local_port_range (Docker's ephemeral range); default 32768-60999. */
   readonly ephemeralPorts?: readonly [number, number];
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** The link of a namespace on `network`, if any (the first, as Object.values finds it). */
+function linkOn(ns: KernelState['namespaces'][string], network: string) {
+  for (const l of Object.values(ns.links)) if (l.network === network) return l;
+  return undefined;
 }
 
 /** Docker's local-scope default pools, in order (§2.1). */
@@ -182,6 +191,8 @@ class Pool {
   private readonly used = new Set<bigint>();
   private readonly subnet: Cidr;
   private readonly range: Cidr;
+  /** First and last address of the subnet and of the range. */
+  private readonly bounds: readonly [bigint, bigint, bigint, bigint];
   private cursor: bigint;
   constructor(
     readonly family: Family,
@@ -196,19 +207,26 @@ class Pool {
     if (family === 4 && !tiny) this.used.add(last); // broadcast
     if (cfg.gateway) this.used.add(parseIp(cfg.gateway));
     for (const a of Object.values(cfg.aux)) if (contains(this.subnet, a)) this.used.add(parseIp(a));
+    this.bounds = [first, last, firstAddr(this.range), lastAddr(this.range)];
     this.cursor = firstAddr(this.range);
   }
   inSubnet(ip: string): boolean {
     return contains(this.subnet, ip);
-  }
-  inRange(ip: string): boolean {
-    return contains(this.range, ip);
   }
   isFree(ip: string): boolean {
     return !this.used.has(parseIp(ip));
   }
   take(ip: string): void {
     this.used.add(parseIp(ip));
+  }
+  /** Takes `ip` if it is in the subnet, in the range and free. */
+  keep(ip: string): boolean {
+    if (familyOf(ip) !== this.family) return false;
+    const v = parseIp(ip);
+    const [first, last, rangeFirst, rangeLast] = this.bounds;
+    if (v < first || v > last || v < rangeFirst || v > rangeLast || this.used.has(v)) return false;
+    this.used.add(v);
+    return true;
   }
   next(): string | undefined {
     const last = lastAddr(this.range);
@@ -305,17 +323,14 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
     for (const a of c.networks) {
       const p = pools.get(a.network);
       if (!p) continue;
-      const link = ns && Object.values(ns.links).find((l) => l.network === a.network);
+      const link = ns && linkOn(ns, a.network);
       const got: { v4?: string; v6?: string } = { v4: a.ipv4Address, v6: a.ipv6Address };
       for (const cidr of link?.addrs ?? []) {
         const ip = addrOf(cidr);
         const fam = ip.includes(':') ? p.v6 : p.v4;
         const slot = ip.includes(':') ? 'v6' : 'v4';
         if (!fam || got[slot] || ip.toLowerCase().startsWith('fe80:')) continue;
-        if (fam.inSubnet(ip) && fam.inRange(ip) && fam.isFree(ip)) {
-          fam.take(ip);
-          got[slot] = ip;
-        }
+        if (fam.keep(ip)) got[slot] = ip;
       }
       chosen.set(key(c.name, a.network), got);
     }
@@ -344,10 +359,17 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
     }
   }
 
+  const prefixes = new Map<string, { v4?: number; v6?: number }>();
+  for (const n of Object.values(networks)) {
+    prefixes.set(n.name, {
+      v4: n.v4 ? parseCidr(n.v4.subnet).len : undefined,
+      v6: n.v6 ? parseCidr(n.v6.subnet).len : undefined,
+    });
+  }
   const containers: Record<string, ResolvedContainer> = {};
   for (const c of ctrs) {
     const ns = actual.namespaces[c.name];
-    const endpoints: ResolvedEndpoint[] = [];
+    const endpoints: Mutable<ResolvedEndpoint>[] = [];
     const usedNames = new Set<string>();
     // Sticky interface names: an endpoint already in the namespace keeps its name.
     const sticky = new Map<string, string>();
@@ -374,8 +396,8 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
         mac: a.macAddress?.toLowerCase(),
         ipv4: got.v4,
         ipv6: got.v6,
-        prefix4: net.v4 ? parseCidr(net.v4.subnet).len : undefined,
-        prefix6: net.v6 ? parseCidr(net.v6.subnet).len : undefined,
+        prefix4: prefixes.get(a.network)!.v4,
+        prefix6: prefixes.get(a.network)!.v6,
         aliases: a.aliases,
         gwPriority: a.gwPriority,
         isGateway4: false,
@@ -384,7 +406,10 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
     }
     const gw4 = pickGateway(endpoints, networks, 4);
     const gw6 = pickGateway(endpoints, networks, 6);
-    const eps = endpoints.map((e) => ({ ...e, isGateway4: e === gw4, isGateway6: e === gw6 }));
+    for (const e of endpoints) {
+      e.isGateway4 = e === gw4;
+      e.isGateway6 = e === gw6;
+    }
     const created = c.mode !== 'host' && !c.netns;
     containers[c.name] = {
       name: c.name,
@@ -394,7 +419,7 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
       netnsName: created ? netnsName(instance, c.name) : undefined,
       netnsPath: c.mode === 'host' ? '' : (c.netns ?? `/run/netns/${netnsName(instance, c.name)}`),
       attached: !!c.netns,
-      endpoints: eps,
+      endpoints,
       ports: [],
     };
   }
@@ -480,13 +505,24 @@ class PortBook {
   }
 }
 
+/**
+ * JSON.parse of the running resolver's configuration, which holds every DNS name and is
+ * observed unchanged on most reconciles: the last text parsed and its value are kept.
+ * The value is only read, never modified.
+ */
+let lastResolverConfig: { text: string; value: unknown } | undefined;
+function parseResolverConfig(text: string): unknown {
+  if (lastResolverConfig?.text !== text) lastResolverConfig = { text, value: JSON.parse(text) };
+  return lastResolverConfig.value;
+}
+
 /** Host ports of bindings that exist in the kernel (nft maps): "family proto containerIp containerPort hostIp" → hostPort. */
 function existingBindings(actual: KernelState): Map<string, number> {
   const out = new Map<string, number>();
   // Bindings served by the userland proxy live in the resolver process's configuration.
   try {
     const cfg = actual.resolver
-      ? (JSON.parse(actual.resolver.config) as {
+      ? (parseResolverConfig(actual.resolver.config) as {
           proxies?: { protocol: string; listen: string; port: number; to: string; toPort: number }[];
         })
       : {};
@@ -497,8 +533,10 @@ function existingBindings(actual: KernelState): Map<string, number> {
   for (const v of ['4', '6'] as const) {
     const any = v === '4' ? '0.0.0.0' : '::';
     const addrOfKey = new Map<string, string>();
-    for (const e of actual.nft.sets[`dnat${v}_addr`] ?? [])
-      addrOfKey.set(e.split(' : ')[0]!, e.split(' : ')[1]!);
+    for (const e of actual.nft.sets[`dnat${v}_addr`] ?? []) {
+      const [k, cip] = e.split(' : ');
+      addrOfKey.set(k!, cip!);
+    }
     for (const e of actual.nft.sets[`dnat${v}_port`] ?? []) {
       const [k, cport] = e.split(' : ');
       const [hip, proto, hport] = k!.split(' . ');
@@ -506,8 +544,10 @@ function existingBindings(actual: KernelState): Map<string, number> {
       if (cip) out.set(`${v} ${proto} ${cip} ${cport} ${hip}`, Number(hport));
     }
     addrOfKey.clear();
-    for (const e of actual.nft.sets[`dnatany${v}_addr`] ?? [])
-      addrOfKey.set(e.split(' : ')[0]!, e.split(' : ')[1]!);
+    for (const e of actual.nft.sets[`dnatany${v}_addr`] ?? []) {
+      const [k, cip] = e.split(' : ');
+      addrOfKey.set(k!, cip!);
+    }
     for (const e of actual.nft.sets[`dnatany${v}_port`] ?? []) {
       const [k, cport] = e.split(' : ');
       const [proto, hport] = k!.split(' . ');
@@ -517,6 +557,9 @@ function existingBindings(actual: KernelState): Map<string, number> {
   }
   return out;
 }
+
+/** A network's gateway mode as a binding's mode: isolated networks NAT like nat ones. */
+const natMode = (m: string) => (m === 'isolated' ? 'nat' : m) as ResolvedPort['mode'];
 
 /**
  * Published ports (docker-semantics §5.2–5.4). Each spec binding becomes one binding per
@@ -541,6 +584,8 @@ function resolveAllPorts(
     c: ResolvedContainer;
     sp: Spec['containers'][string]['ports'][number];
     offset: number;
+    /** An explicit host port (or range as long as the container's): not allocated. */
+    fixed: boolean;
     targets: {
       family: 4 | 6;
       ip: string;
@@ -555,53 +600,52 @@ function resolveAllPorts(
     if (c.mode !== 'bridge') continue;
     const gw4 = c.endpoints.find((e) => e.isGateway4);
     const gw6 = c.endpoints.find((e) => e.isGateway6);
+    const net4 = gw4 && networks[gw4.network]!;
+    const net6 = gw6 && networks[gw6.network]!;
+    const deflt = net4?.spec.hostBindingIpv4 ?? net6?.spec.hostBindingIpv4 ?? '0.0.0.0';
     for (const sp of c.spec.ports) {
       const n = sp.targetEnd - sp.target + 1;
+      const hostIp = sp.hostIp ?? deflt;
+      // Only the *default* 0.0.0.0 means "all IPv4 and IPv6 addresses"; a binding that
+      // names 0.0.0.0 itself is IPv4-only, one that names :: IPv6-only (§5.2, §5.3).
+      const both = sp.hostIp === undefined && hostIp === '0.0.0.0';
+      const want4 = both || !hostIp.includes(':');
+      const want6 = both || hostIp.includes(':');
+      // Routed (no NAT): the host address is replaced with the unspecified one (§1.3).
+      const ipFor = (family: 4 | 6, m: ResolvedPort['mode']) =>
+        m === 'routed' || (family === 6 && both) ? (family === 4 ? '0.0.0.0' : '::') : hostIp;
+      const fixed =
+        sp.published !== undefined &&
+        (sp.publishedEnd === undefined || sp.publishedEnd - sp.published === sp.targetEnd - sp.target);
       for (let offset = 0; offset < n; offset++) {
         const targets: Pending['targets'] = [];
-        const net4 = gw4 && networks[gw4.network]!;
-        const net6 = gw6 && networks[gw6.network]!;
-        const deflt = net4?.spec.hostBindingIpv4 ?? net6?.spec.hostBindingIpv4 ?? '0.0.0.0';
-        const hostIp = sp.hostIp ?? deflt;
-        // Only the *default* 0.0.0.0 means "all IPv4 and IPv6 addresses"; a binding that
-        // names 0.0.0.0 itself is IPv4-only, one that names :: IPv6-only (§5.2, §5.3).
-        const both = sp.hostIp === undefined && hostIp === '0.0.0.0';
-        const want4 = both || !hostIp.includes(':');
-        const want6 = both || hostIp.includes(':');
-        const mode = (m: string) => (m === 'isolated' ? 'nat' : m) as ResolvedPort['mode'];
-        // Routed (no NAT): the host address is replaced with the unspecified one (§1.3).
-        const ipFor = (family: 4 | 6, m: ResolvedPort['mode']) =>
-          m === 'routed' || (family === 6 && both) ? (family === 4 ? '0.0.0.0' : '::') : hostIp;
         if (want4 && gw4?.ipv4) {
-          const m = mode(net4!.spec.gatewayModeV4);
+          const m = natMode(net4!.spec.gatewayModeV4);
           targets.push({ family: 4, ip: ipFor(4, m), ep: gw4, mode: m });
         }
         if (want6 && gw6?.ipv6) {
-          const m = mode(net6!.spec.gatewayModeV6);
+          const m = natMode(net6!.spec.gatewayModeV6);
           targets.push({ family: 6, ip: ipFor(6, m), ep: gw6, mode: m });
         } else if (want6 && gw4?.ipv4 && spec.daemon.userlandProxy) {
           // A container without IPv6: Docker's proxy serves the IPv6 binding to its IPv4
           // address (§5.2, TestProxy4To6); NAT cannot. Not in routed mode (no host port).
-          const m = mode(net4!.spec.gatewayModeV4);
+          const m = natMode(net4!.spec.gatewayModeV4);
           if (m !== 'routed') targets.push({ family: 6, ip: ipFor(6, m), ep: gw4, mode: m, proxy: true });
         }
-        pending.push({ c, sp, offset, targets });
+        pending.push({ c, sp, offset, fixed, targets });
       }
     }
   }
   // Explicit host ports first (their clashes are input errors, checked by the loader).
-  const fixed = (p: Pending) =>
-    p.sp.published !== undefined &&
-    (p.sp.publishedEnd === undefined || p.sp.publishedEnd - p.sp.published === p.sp.targetEnd - p.sp.target);
   for (const p of pending) {
-    if (!fixed(p)) continue;
+    if (!p.fixed) continue;
     for (const t of p.targets)
       if (t.mode !== 'routed') book.take(t.family, p.sp.protocol, t.ip, p.sp.published! + p.offset);
   }
   // Sticky ephemeral ports next, then new ones.
   const chosen = new Map<Pending, number>();
   for (const p of pending) {
-    if (fixed(p)) continue;
+    if (p.fixed) continue;
     const nat = p.targets.filter((t) => t.mode !== 'routed');
     const port = p.sp.target + p.offset;
     // Proxied bindings are remembered by the running proxy configuration (existingBindings).
@@ -625,7 +669,7 @@ function resolveAllPorts(
     }
   }
   for (const p of pending) {
-    if (fixed(p) || chosen.has(p)) continue;
+    if (p.fixed || chosen.has(p)) continue;
     const nat = p.targets.filter((t) => t.mode !== 'routed');
     if (!nat.length) continue;
     const lo = p.sp.published ?? range[0];
@@ -646,7 +690,7 @@ function resolveAllPorts(
   for (const p of pending) {
     const ports = containers[p.c.name]!.ports as ResolvedPort[];
     for (const t of p.targets) {
-      const hostPort = t.mode === 'routed' ? 0 : fixed(p) ? p.sp.published! + p.offset : (chosen.get(p) ?? 0);
+      const hostPort = t.mode === 'routed' ? 0 : p.fixed ? p.sp.published! + p.offset : (chosen.get(p) ?? 0);
       ports.push({
         family: t.family,
         protocol: p.sp.protocol,
@@ -654,7 +698,7 @@ function resolveAllPorts(
         containerIp: (t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6)!,
         hostPort,
         hostIp: t.ip,
-        ephemeral: !fixed(p),
+        ephemeral: !p.fixed,
         mode: t.mode,
         network: t.ep.network,
         ...(t.proxy ? { proxy: true } : {}),
