@@ -5,17 +5,17 @@ import { desiredSets } from '../firewall/elements.js';
 
 /** JSON with sorted keys, two-space indented: the resolver config as written to disk. */
 export function canonicalJson(v: unknown): string {
-  const sort = (x: unknown): unknown =>
-    Array.isArray(x)
-      ? x.map(sort)
-      : x && typeof x === 'object'
-        ? Object.fromEntries(
-            Object.keys(x)
-              .sort()
-              .map((k) => [k, sort((x as Record<string, unknown>)[k])]),
-          )
-        : x;
-  return `${JSON.stringify(sort(v), null, 2)}\n`;
+  return `${JSON.stringify(sortKeys(v), null, 2)}\n`;
+}
+
+/** A copy of `x` whose objects have their keys in sorted order, all the way down. */
+function sortKeys(x: unknown): unknown {
+  if (Array.isArray(x)) return x.map(sortKeys);
+  if (!x || typeof x !== 'object') return x;
+  // Null prototype: a "__proto__" key is stored as a key, as Object.fromEntries would.
+  const out: Record<string, unknown> = Object.create(null);
+  for (const k of Object.keys(x).sort()) out[k] = sortKeys((x as Record<string, unknown>)[k]);
+  return out;
 }
 
 import { skeletonFingerprint } from '../firewall/rules.js';

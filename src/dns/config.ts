@@ -36,16 +36,20 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
       subnets: [n.v4?.subnet, n.v6?.subnet].filter((x): x is string => !!x),
     });
   }
-  const served = new Set(networks.map((n) => n.name));
+  // Each served network's first listen address: its containers' resolver.
+  const resolverOf = new Map(networks.map((n) => [n.name, n.listen[0]!]));
+  const served = new Set(resolverOf.keys());
+  const daemonDns = r.spec.daemon.dns.join();
   const endpoints: DnsConfig['endpoints'] = [];
   for (const c of Object.values(r.containers)) {
+    if (!c.endpoints.some((e) => served.has(e.network))) continue;
+    // The container's own `dns:` servers are its forwarders; a container with no
+    // external access (internal networks only) gets none, as in Docker.
+    const external = c.endpoints.some((x) => !r.networks[x.network]!.spec.internal);
+    const ownDns = c.spec.dns.length > 0 && c.spec.dns.join() !== daemonDns;
     for (const e of c.endpoints) {
       if (!served.has(e.network)) continue;
       const names = [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])];
-      // The container's own `dns:` servers are its forwarders; a container with no
-      // external access (internal networks only) gets none, as in Docker.
-      const external = c.endpoints.some((x) => !r.networks[x.network]!.spec.internal);
-      const ownDns = c.spec.dns.length > 0 && c.spec.dns.join() !== r.spec.daemon.dns.join();
       const own = !external ? [] : ownDns ? [...c.spec.dns] : undefined;
       endpoints.push({
         container: c.name,
@@ -62,14 +66,16 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
 
   const files: Record<string, string> = {};
   const hostGateway = r.networks.bridge?.v4?.gateway;
+  const etc = netnsEtc();
   for (const c of Object.values(r.containers)) {
     if (!c.netnsName) continue;
-    const dnsEp = [...c.endpoints]
-      .sort((a, b) => Number(b.isGateway4) - Number(a.isGateway4))
-      .find((e) => served.has(e.network));
-    const resolverIp = dnsEp && networks.find((n) => n.name === dnsEp.network)!.listen[0];
+    // The resolver of the gateway endpoint's network, else of the first served one.
+    const dnsEp =
+      c.endpoints.find((e) => e.isGateway4 && served.has(e.network)) ??
+      c.endpoints.find((e) => served.has(e.network));
+    const resolverIp = dnsEp && resolverOf.get(dnsEp.network);
     const ipv6 = c.endpoints.some((e) => e.ipv6);
-    const dir = join(netnsEtc(), c.netnsName);
+    const dir = join(etc, c.netnsName);
     files[join(dir, 'resolv.conf')] = renderResolvConf({
       nameservers: resolverIp ? [resolverIp] : [...(c.spec.dns.length ? c.spec.dns : r.spec.daemon.dns)],
       search: c.spec.dnsSearch.length ? [...c.spec.dnsSearch] : [...r.spec.daemon.dnsSearch],
@@ -80,7 +86,7 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
     });
     files[join(dir, 'hosts')] = renderHosts({
       hostname: c.spec.hostname ?? c.id.slice(0, 12),
-      addresses: c.endpoints.flatMap((e) => [e.ipv4, e.ipv6]).filter((x): x is string => !!x),
+      addresses: ownAddresses(c.endpoints),
       // `host-gateway` is the default bridge's gateway, as in Docker.
       extraHosts: c.spec.extraHosts.map((h) => ({
         host: h.host,
@@ -95,6 +101,16 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
     proxies: loopbackProxies(r),
     files,
   };
+}
+
+/** A container's addresses, endpoint by endpoint, IPv4 before IPv6. */
+function ownAddresses(endpoints: Resolved['containers'][string]['endpoints']): string[] {
+  const out: string[] = [];
+  for (const e of endpoints) {
+    if (e.ipv4) out.push(e.ipv4);
+    if (e.ipv6) out.push(e.ipv6);
+  }
+  return out;
 }
 
 /**
