@@ -53,10 +53,15 @@ function attachedOf(spec: Spec | undefined): Record<string, string> {
   return out;
 }
 
+/** What this instance owns now: the daemon's in-memory observation, or a fresh one. */
+function observeFor(engine: Engine, spec: Spec | undefined): Promise<Observation> {
+  const scope = { instance: engine.instance, attached: attachedOf(spec) };
+  return engine.live ? engine.live.observe(scope) : observe(engine.nl, scope);
+}
+
 /** Observe and plan. `spec` undefined means "nothing desired" (destroy). */
 export async function makePlan(engine: Engine, spec: Spec | undefined): Promise<PlanResult> {
-  const scope = { instance: engine.instance, attached: attachedOf(spec) };
-  const observation = await (engine.live ? engine.live.observe(scope) : observe(engine.nl, scope));
+  const observation = await observeFor(engine, spec);
   const resolved = spec ? resolve(spec, engine.instance, observation.state, observation.host) : undefined;
   const desired = resolved ? desiredState(resolved, observation.resolvConf) : EMPTY_STATE;
   const plan = diff(desired, observation.state, nftTableName(engine.instance));
@@ -162,7 +167,15 @@ export async function applyPlan(
   const { writes, phases } = result;
   await engine.live?.applied(first.plan, true);
   const applied = performance.now();
-  const again = await makePlan(engine, spec);
+  // Verify: observe again and diff against the same desired state (recomputing it would
+  // only repeat IPAM, which keeps what exists: the same answer, at O(N) cost).
+  const observation = await observeFor(engine, spec);
+  const again: PlanResult = {
+    plan: diff(first.desired, observation.state, nftTableName(engine.instance)),
+    observation,
+    resolved: first.resolved,
+    desired: first.desired,
+  };
   const timings = {
     plan: ms(t0, planned),
     ...prefix('apply.', phases),
