@@ -4,7 +4,6 @@
  * SpecError listing them (sorted by file, line, column). The result is deeply frozen.
  * See docs/loading.md.
  */
-import { freeze } from 'immer';
 import { SpecError, type SpecProblem } from '../model/errors.js';
 import type { Spec, SpecWarning } from '../model/spec.js';
 import { canonicalise } from './canonical.js';
@@ -45,7 +44,20 @@ function build(files: readonly ParsedFile[], readWarnings: readonly SpecWarning[
   const consistency = checkConsistency(defaults.spec, canon.model, sources);
   stopOn(consistency.problems);
   const warnings = sortByPlace([...readWarnings, ...defaults.warnings, ...consistency.warnings]);
-  return freeze({ ...defaults.spec, warnings }, true);
+  return deepFreeze({ ...defaults.spec, warnings });
+}
+
+/**
+ * Object.freeze through every array and plain object, as immer's freeze(x, true) does
+ * for plain data (a frozen object is taken as frozen all the way down), at half the cost.
+ */
+function deepFreeze<T>(x: T): T {
+  if (x === null || typeof x !== 'object' || Object.isFrozen(x)) return x;
+  const proto = Object.getPrototypeOf(x);
+  if (!Array.isArray(x) && proto !== Object.prototype && proto !== null) return x;
+  Object.freeze(x);
+  for (const v of Object.values(x)) deepFreeze(v);
+  return x;
 }
 
 function stopOn(problems: readonly SpecProblem[]): void {
