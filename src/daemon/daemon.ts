@@ -8,7 +8,7 @@
  */
 import { catchError, EMPTY, merge, type Observable, of, tap } from 'rxjs';
 import { applyPlan, openEngine } from '../engine.js';
-import { recordApply } from '../state/record.js';
+import { type LastApply, recordApply } from '../state/record.js';
 import { withLock } from '../state/store.js';
 import { formatDuration } from './duration.js';
 import { DaemonCode, type EventSink, streamSink } from './events.js';
@@ -110,6 +110,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     await Promise.all(watches.map((w) => w.ready));
 
     let reloadSent = false;
+    let lastRecord: LastApply | undefined;
     const reconciler = new Reconciler({
       source,
       store,
@@ -121,7 +122,14 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
           return applyPlan(engine, spec, opts);
         }),
       record: async (s, outcome, ms) => {
-        await recordApply(engine, s.spec, outcome, { path: s.source.path, commit: s.source.commit }, ms);
+        lastRecord = await recordApply(
+          engine,
+          s.spec,
+          outcome,
+          { path: s.source.path, commit: s.source.commit },
+          ms,
+          lastRecord,
+        );
       },
       onReconciled: (first, reasons) => {
         const st = summary(store.get());

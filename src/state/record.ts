@@ -9,7 +9,7 @@ import type { WorldView } from '../cli/views.js';
 import { buildViews } from '../cli/views.js';
 import type { ApplyOutcome, Engine } from '../engine.js';
 import type { Spec } from '../model/spec.js';
-import { readJson, stateDir, writeJson } from './store.js';
+import { readJson, stateDir, writeText } from './store.js';
 
 export interface LastApply {
   time: string;
@@ -38,11 +38,15 @@ export async function recordApply(
   outcome: ApplyOutcome,
   source: { path: string; commit?: string },
   durationMs: number,
+  /** The record written last, when the caller kept it (the daemon): saves reading it back. */
+  previous?: LastApply,
 ): Promise<LastApply> {
   const after = outcome.after;
   const now = new Date().toISOString();
   // A network keeps the creation time of the apply that first made it.
-  const before = new Map(readLastApply(engine.instance)?.view.networks.map((n) => [n.Id, n.Created]) ?? []);
+  const before = new Map(
+    (previous ?? readLastApply(engine.instance))?.view.networks.map((n) => [n.Id, n.Created]) ?? [],
+  );
   const record: LastApply = {
     time: now,
     source: { ...source, files: [...spec.files] },
@@ -53,6 +57,7 @@ export async function recordApply(
     view: buildViews(after.resolved!, after.observation.state, now),
   };
   for (const n of record.view.networks) n.Created = before.get(n.Id) ?? n.Created;
-  writeJson(lastApplyFile(engine.instance), record);
+  // Compact: at 1000 containers the indented form doubled the cost of every recorded apply.
+  writeText(lastApplyFile(engine.instance), `${JSON.stringify(record)}\n`);
   return record;
 }
