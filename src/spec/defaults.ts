@@ -26,6 +26,7 @@ import type {
   NetworkMode,
   NetworkSpec,
   PortSpec,
+  SourceRef,
   Spec,
   SpecWarning,
 } from '../model/spec.js';
@@ -34,6 +35,7 @@ import {
   type CanonIpamConfig,
   type CanonModel,
   type CanonNetwork,
+  type CanonPort,
   cidrContainsCidr,
   type DaemonKey,
   formatIp,
@@ -319,6 +321,18 @@ function buildNetwork(n: CanonNetwork, sources: Sources, warnings: SpecWarning[]
   };
 }
 
+/**
+ * A canonical port as the model has it: every field but `at` and `text`, then `src`.
+ * (Copied key by key: `({ at, text, ...p }) => ({ ...p, src })` is several times slower
+ * in V8, which matters at thousands of ports.)
+ */
+function portSpec(cp: CanonPort, src: SourceRef): PortSpec {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(cp)) if (k !== 'at' && k !== 'text') out[k] = v;
+  out.src = src;
+  return out as unknown as PortSpec;
+}
+
 /** The mode a container ends up in: network_mode, else `host`/`none` listed as a network. */
 export function containerMode(c: CanonContainer): NetworkMode {
   if (c.networkMode) return c.networkMode;
@@ -369,7 +383,7 @@ function buildContainer(
     }
   }
   // Docker discards published ports outside bridge mode; the consistency phase warns.
-  const ports: PortSpec[] = c.ports.map(({ at, text: _text, ...p }) => ({ ...p, src: sources.ref(at) }));
+  const ports: PortSpec[] = c.ports.map((p) => portSpec(p, sources.ref(p.at)));
   return {
     name: c.name,
     mode,
