@@ -9,12 +9,17 @@
  *   container netns   named "<instance>-<container>", its `lo` aliased "tether:<instance>:ns:<container>"
  *   nft tables        "inet <instance>" and "bridge <instance>"
  */
-import { createHash } from 'node:crypto';
+import crypto from 'node:crypto';
 
 export const IFNAMSIZ = 15;
 
+/**
+ * One-shot crypto.hash (Node 20.12+) is about three times as fast as a Hash object for
+ * short strings, and IPAM names two things per container with it.
+ */
 export function sha256hex(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
+  if (typeof crypto.hash === 'function') return crypto.hash('sha256', s, 'hex');
+  return crypto.createHash('sha256').update(s).digest('hex');
 }
 
 export const INSTANCE_RE = /^[a-z][a-z0-9_-]{0,13}$/;
