@@ -383,11 +383,11 @@ export function elementJson(name: string, key: string): unknown {
   return def.value ? [kj, partJson(def.value, v!)] : kj;
 }
 
-function partKey(def: SetDef, i: number, e: unknown): string {
+/** One part of an element key; `t` is the part's type, `interval` whether the set has the flag. */
+function partKey(t: NftType | undefined, interval: boolean | undefined, e: unknown): string {
   if (typeof e === 'number') return String(e);
   if (typeof e === 'string') {
-    const t = def.key[i];
-    if (def.interval && (t === 'ipv4_addr' || t === 'ipv6_addr') && !e.includes('/'))
+    if (interval && (t === 'ipv4_addr' || t === 'ipv6_addr') && !e.includes('/'))
       return `${e}/${t === 'ipv6_addr' ? 128 : 32}`;
     return e;
   }
@@ -400,14 +400,14 @@ function keyString(def: SetDef, e: unknown): string {
   const o = e as { concat?: unknown[]; elem?: { val: unknown } };
   if (o && typeof o === 'object' && 'elem' in o && o.elem) return keyString(def, o.elem.val);
   if (o && typeof o === 'object' && Array.isArray(o.concat))
-    return o.concat.map((p, i) => partKey(def, i, p)).join(' . ');
-  return partKey(def, 0, e);
+    return o.concat.map((p, i) => partKey(def.key[i], def.interval, p)).join(' . ');
+  return partKey(def.key[0], def.interval, e);
 }
 
 /** Element key string from its `nft -j list` form. */
 export function elementKey(def: SetDef, e: unknown): string {
   if (def.value && Array.isArray(e)) {
-    return `${keyString(def, e[0])} : ${partKey({ ...def, key: [def.value], interval: false }, 0, e[1])}`;
+    return `${keyString(def, e[0])} : ${partKey(def.value, false, e[1])}`;
   }
   return keyString(def, e);
 }
