@@ -185,6 +185,17 @@ export function compileDns(cfg: DnsConfig): DnsIndex {
   const byIp = new Map<string, { container: string; network: string }[]>();
   const containerNetworks = new Map<string, string[]>();
   const allNames = new Set<string>();
+  // Each name's address lists, as Sets too: a name many endpoints share (a service alias)
+  // would otherwise be searched once per endpoint.
+  const members = new Map<string[], Set<string>>();
+  const addOnce = (list: string[], s: string) => {
+    let m = members.get(list);
+    if (!m) members.set(list, (m = new Set(list)));
+    if (!m.has(s)) {
+      m.add(s);
+      list.push(s);
+    }
+  };
   for (const ep of cfg.endpoints ?? []) {
     const net = networks.get(ep.network);
     if (!net) {
@@ -222,8 +233,7 @@ export function compileDns(cfg: DnsConfig): DnsIndex {
       }
       for (const ip of ips) {
         const list = ip.kind() === 'ipv4' ? entry.v4 : entry.v6;
-        const s = ip.toString();
-        if (!list.includes(s)) list.push(s);
+        addOnce(list, ip.toString());
       }
     }
     for (const ip of ips) {
