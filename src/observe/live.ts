@@ -99,6 +99,16 @@ interface NsWatch {
   readonly sock: RtSocket;
 }
 
+/** The soft limit on open files of this process (1024 when unreadable). */
+function openFileLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m?.[1] === 'unlimited' ? 1 << 20 : Number(m?.[1] ?? 1024);
+  } catch {
+    return 1024;
+  }
+}
+
 /** The nsfs inode behind a namespace path: a namespace deleted and made again has a new one. */
 function nsInode(path: string): number | undefined {
   try {
@@ -138,7 +148,7 @@ export class LiveObserver {
   private readonly staleFiles = new Set<string>();
 
   /** Counters for the status socket and the bench. */
-  readonly stats = { fullHost: 0, fullNft: 0, nsReads: 0, notifications: 0 };
+  readonly stats = { fullHost: 0, fullNft: 0, nsReads: 0, notifications: 0, unwatched: 0 };
 
   constructor(
     private readonly nl: HostNetlink,
@@ -324,7 +334,14 @@ export class LiveObserver {
     }
   }
 
+  /**
+   * Listeners stop short of the open-file limit (/proc/self/limits), keeping 512
+   * descriptors for everything else; namespaces beyond it are read afresh every time.
+   */
+  private readonly maxWatches = openFileLimit() - 512;
+
   private watch(path: string, ino: number): void {
+    if (this.watches.size >= this.maxWatches) return;
     const sock = createInNamespace(path, () =>
       nl.createRtNetlink({ ref: false, recvBufferSize: 256 << 10, sendBufferSize: 0 }),
     );
@@ -390,6 +407,7 @@ export class LiveObserver {
       }
     }
     this.allNsStale = false;
+    this.stats.unwatched = targets.filter((t) => !t.container && !this.watches.has(t.path)).length;
     for (const t of toRead) this.staleNs.delete(t.path);
     const views = await mapLimit(toRead, 32, async (t) => {
       try {

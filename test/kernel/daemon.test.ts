@@ -35,8 +35,10 @@ class Daemon {
     readonly s: Sandbox,
     args: string[],
     env: Record<string, string> = {},
+    /** A command the daemon runs under (say `prlimit --nofile=N --`). */
+    wrap: string[] = [],
   ) {
-    const [cmd, ...argv] = s.tetherArgv(args, env);
+    const [cmd, ...argv] = [...wrap, ...s.tetherArgv(args, env)] as [string, ...string[]];
     this.proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let buf = '';
     this.proc.stderr!.on('data', (b: Buffer) => {
@@ -157,8 +159,8 @@ const C1 = 'containers:\n  c1: { networks: [web] }\n';
 describe('tether run', () => {
   let s: Sandbox | undefined;
   const daemons: Daemon[] = [];
-  const start = (args: string[], env?: Record<string, string>) => {
-    const d = new Daemon(s!, args, env);
+  const start = (args: string[], env?: Record<string, string>, wrap?: string[]) => {
+    const d = new Daemon(s!, args, env, wrap);
     daemons.push(d);
     return d;
   };
@@ -321,6 +323,33 @@ describe('tether run', () => {
     expect(r3.trigger.join()).toMatch(new RegExp(`namespace ${s.ns('c2')} removed`));
     expect(containerAddr(s, 'c2')).toBe('172.18.0.3');
     expect(s.ping(s.ns('c2'), '172.18.0.2')).toBe(true);
+  });
+
+  it('past its open-file limit, reads the namespaces it cannot listen in afresh, and stays correct', async () => {
+    s = Sandbox.create({ uplink: false });
+    const text = `${NET}${C1}  c2: { networks: [web] }\n  c3: { networks: [web] }\n`;
+    s.write('a.yaml', text);
+    // 512 descriptors are kept for everything else: room for one namespace listener.
+    const d = start(['run', '-f', s.manifests], {}, ['prlimit', '--nofile=513', '--']);
+    await d.ready();
+    await d.settled();
+    const before = (await d.status()).observer;
+    expect(before.unwatched).toBe(2);
+    const m = d.mark();
+    s.write('a.yaml', text);
+    await d.reconciled(m, (e) => e.trigger[0]?.startsWith('file'), 'no-op');
+    const after = (await d.status()).observer;
+    expect(after.nsReads - before.nsReads).toBe(2);
+    // Drift in an unlistened namespace is still repaired, at the next reconcile.
+    const unheard = ['c1', 'c2', 'c3'].map((c) => s!.ns(c));
+    for (const n of unheard) execFileSync('ip', ['-n', n, 'link', 'set', 'eth0', 'down']);
+    const m2 = d.mark();
+    s.write('a.yaml', text);
+    const r = await d.reconciled(m2, (e) => e.actions > 0 && e.converged, 'repair');
+    expect(r.trigger.join()).not.toMatch(/sighup|resync/);
+    expect(r.actions).toBe(6); // per container: eth0 up, its default route (gone with the link) back
+    for (const c of ['c1', 'c2', 'c3'])
+      expect(s.ipJson(s.ns(c), 'link', 'show', 'eth0')[0].flags).toContain('UP');
   });
 
   it('keeps the last good state on broken YAML or a mass deletion, and reports it', async () => {
