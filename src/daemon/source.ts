@@ -4,8 +4,8 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { ManifestFile, Spec } from '../model/spec.js';
-import { loadSpec, loadSpecFromStrings } from '../spec/load.js';
-import { resolveManifestPaths } from '../spec/read.js';
+import { loadSpec, loadSpecCached } from '../spec/load.js';
+import { type ReadResult, resolveManifestPaths } from '../spec/read.js';
 
 const sha256hex = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 
@@ -23,6 +23,8 @@ export class FileSource implements ManifestSource {
   }
 
   private last: LoadedState | undefined;
+  /** Parsed files by path and content: a save re-parses only the file that changed. */
+  private readonly parsed = new Map<string, ReadResult>();
 
   /**
    * The manifests as they are now. Unchanged files (same paths, same contents) give the
@@ -37,9 +39,10 @@ export class FileSource implements ManifestSource {
     } catch {
       return this.loaded(await loadSpec(this.path));
     }
-    const key = filesKey(texts.map((t) => ({ path: t.path, sha256: sha256hex(t.text) })));
+    const files = texts.map((t) => ({ ...t, sha256: sha256hex(t.text) }));
+    const key = filesKey(files);
     if (this.last?.key === key) return this.last;
-    return this.loaded(loadSpecFromStrings(texts));
+    return this.loaded(loadSpecCached(files, this.parsed));
   }
 
   private loaded(spec: Spec): LoadedState {

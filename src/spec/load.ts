@@ -29,6 +29,32 @@ export function loadSpecFromStrings(files: { path: string; text: string }[]): Sp
   return finish(parseManifests(files));
 }
 
+/**
+ * Like loadSpecFromStrings, parsing only files not in `cache` (keyed by path and
+ * content): the daemon keeps one, so a save re-parses the file that changed, not the
+ * whole directory. The cache is left holding exactly the files given.
+ */
+export function loadSpecCached(
+  files: { path: string; text: string; sha256: string }[],
+  cache: Map<string, ReadResult>,
+): Spec {
+  const parts: ReadResult[] = [];
+  const keep = new Set<string>();
+  for (const f of files) {
+    const key = `${f.path}@${f.sha256}`;
+    keep.add(key);
+    let part = cache.get(key);
+    if (!part) cache.set(key, (part = parseManifests([f])));
+    parts.push(part);
+  }
+  for (const k of [...cache.keys()]) if (!keep.has(k)) cache.delete(k);
+  return finish({
+    files: parts.flatMap((p) => p.files),
+    problems: parts.flatMap((p) => p.problems),
+    warnings: parts.flatMap((p) => p.warnings),
+  });
+}
+
 function finish(read: ReadResult): Spec {
   stopOn(read.problems);
   return build(read.files, read.warnings);
