@@ -13,8 +13,8 @@ import { nftTableName } from './model/names.js';
 import type { Resolved } from './model/resolved.js';
 import type { Spec } from './model/spec.js';
 import { EMPTY_STATE, type KernelState } from './model/state.js';
-import { LiveObserver } from './observe/live.js';
-import { type Observation, observe } from './observe/observe.js';
+import { LiveObserver, type ObservedStamp } from './observe/live.js';
+import { directFacts, directFactsOf, type Observation, observe } from './observe/observe.js';
 import { resolve } from './spec/ipam.js';
 
 export interface PlanResult {
@@ -59,9 +59,39 @@ function observeFor(engine: Engine, spec: Spec | undefined): Promise<Observation
   return engine.live ? engine.live.observe(scope) : observe(engine.nl, scope);
 }
 
+/**
+ * The daemon's last plan with what it was made from. A plan is a function of the spec
+ * and the observation: when the spec is the same object and the in-memory observation
+ * has not changed (no notification, nothing stale, the directly read facts equal), the
+ * plan is the same, and a no-op reconcile costs a few file reads.
+ */
+const lastPlans = new WeakMap<Engine, { spec: Spec | undefined; stamp: ObservedStamp; result: PlanResult }>();
+
 /** Observe and plan. `spec` undefined means "nothing desired" (destroy). */
 export async function makePlan(engine: Engine, spec: Spec | undefined): Promise<PlanResult> {
+  const live = engine.live;
+  const last = live && lastPlans.get(engine);
+  if (
+    last &&
+    last.spec === spec &&
+    live.unchangedSince(last.stamp, { instance: engine.instance, attached: attachedOf(spec) }) &&
+    directFacts(engine.instance, last.result.observation) === directFactsOf(last.result.observation)
+  ) {
+    live.stats.plansReused++;
+    return last.result;
+  }
   const observation = await observeFor(engine, spec);
+  const stamp = live?.lastStamp;
+  const result = await planFrom(engine, spec, observation);
+  if (live && stamp) lastPlans.set(engine, { spec, stamp, result });
+  return result;
+}
+
+async function planFrom(
+  engine: Engine,
+  spec: Spec | undefined,
+  observation: Observation,
+): Promise<PlanResult> {
   const resolved = spec ? resolve(spec, engine.instance, observation.state, observation.host) : undefined;
   const desired = resolved ? desiredState(resolved, observation.resolvConf) : EMPTY_STATE;
   const plan = diff(desired, observation.state, nftTableName(engine.instance));

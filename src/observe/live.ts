@@ -94,6 +94,11 @@ function nsDetail(m: RawMsg): string | undefined {
   return undefined;
 }
 
+export interface ObservedStamp {
+  readonly generation: number;
+  readonly targets: string;
+}
+
 interface NsWatch {
   readonly ino: number;
   readonly sock: RtSocket;
@@ -147,8 +152,18 @@ export class LiveObserver {
   private files: Record<string, string> | undefined;
   private readonly staleFiles = new Set<string>();
 
+  /** Bumped by every change to what is held (a notification applied, anything read again). */
+  private generation = 0;
+  /** The generation and namespace list the last observe() shaped its result from. */
+  private observed: ObservedStamp | undefined;
+
+  /** What the last observe() was made from (see unchangedSince). */
+  get lastStamp(): ObservedStamp | undefined {
+    return this.observed;
+  }
+
   /** Counters for the status socket and the bench. */
-  readonly stats = { fullHost: 0, fullNft: 0, nsReads: 0, notifications: 0, unwatched: 0 };
+  readonly stats = { fullHost: 0, fullNft: 0, nsReads: 0, notifications: 0, unwatched: 0, plansReused: 0 };
 
   constructor(
     private readonly nl: HostNetlink,
@@ -157,6 +172,7 @@ export class LiveObserver {
 
   /** Forget everything: the next observe reads all of it afresh. */
   invalidate(): void {
+    this.generation++;
     this.hostStale = true;
     this.allNsStale = true;
     this.nftStale = true;
@@ -197,6 +213,7 @@ export class LiveObserver {
     try {
       const prefix = `${this.instance}-`;
       this.dirWatch = fsWatch(NETNS_DIR, (_event, name) => {
+        if (name?.startsWith(prefix)) this.generation++;
         if (name?.startsWith(prefix) && !existsSync(`${NETNS_DIR}/${name}`))
           this.changes$.next(`namespace ${name} removed`);
       });
@@ -212,44 +229,51 @@ export class LiveObserver {
     this.stats.notifications++;
     try {
       this.replay?.push(m);
-      this.applyHost(m);
+      if (this.applyHost(m)) this.generation++;
     } catch {
       this.hostStale = true;
     }
   }
 
-  private applyHost(m: RawMsg): void {
+  /**
+   * Apply one notification to the maps. True when it may change what an observation is
+   * shaped from: not for IPv6 link-local addresses and routes other than main-table IPv4
+   * link-scope ones, which assemble() ignores (they come and go with the kernel's own
+   * address autoconfiguration long after a veth is made).
+   */
+  private applyHost(m: RawMsg): boolean {
     switch (m.type) {
       case RTM.NEWLINK: {
         const l = parseLink(m.data);
         if (l) this.links.set(l.index, l);
-        return;
+        return !!l;
       }
       case RTM.DELLINK: {
         const l = parseLink(m.data);
-        if (!l) return;
+        if (!l) return false;
         this.links.delete(l.index);
         for (const [k, a] of this.addrs) if (a.index === l.index) this.addrs.delete(k);
         for (const [k, r] of this.routes) if (r.oif === l.index) this.routes.delete(k);
-        return;
+        return true;
       }
       case RTM.NEWADDR:
       case RTM.DELADDR: {
         const a = parseAddr(m.data);
-        if (!a) return;
+        if (!a) return false;
         if (m.type === RTM.NEWADDR) this.addrs.set(addrKey(a), a);
         else this.addrs.delete(addrKey(a));
-        return;
+        return !(a.family === 6 && a.scope === 253);
       }
       case RTM.NEWROUTE:
       case RTM.DELROUTE: {
         const r = parseRoute(m.data);
-        if (!r) return;
+        if (!r) return false;
         if (m.type === RTM.NEWROUTE) this.routes.set(routeKey(r), r);
         else this.routes.delete(routeKey(r));
-        return;
+        return r.family === 4 && r.table === 254 && r.scope === 'LINK';
       }
     }
+    return false;
   }
 
   /**
@@ -311,6 +335,7 @@ export class LiveObserver {
       for (const r of routes) this.routes.set(routeKey(r), r);
       for (const m of this.replay) this.applyHost(m);
       this.hostStale = false;
+      this.generation++;
       this.stats.fullHost++;
     } finally {
       this.replay = undefined;
@@ -327,6 +352,7 @@ export class LiveObserver {
         nftListTable(BRIDGE_FAMILY, name),
       ]);
       this.nft = parseNft(inet, bridge);
+      this.generation++;
       this.stats.fullNft++;
     } catch (e) {
       this.nftStale = true;
@@ -348,7 +374,6 @@ export class LiveObserver {
     if (!sock) return; // no setns addon: every read is fresh (staleNs is never cleared)
     for (const g of GROUPS) sock.addMembership(g);
     sock.socket.on('message', (msgs) => {
-      this.staleNs.add(path);
       for (const m of msgs) {
         let detail: string | undefined;
         try {
@@ -356,6 +381,8 @@ export class LiveObserver {
         } catch {
           detail = 'unparsable notification';
         }
+        // What nsDetail passes over (link-local addresses, other routes) is not observed.
+        if (detail) this.staleNs.add(path);
         if (detail)
           this.changes$.next(
             `${path.startsWith(NETNS_DIR) ? path.slice(NETNS_DIR.length + 1) : path}: ${detail}`,
@@ -376,6 +403,7 @@ export class LiveObserver {
     const wanted = new Set(targets.map((t) => t.path));
     for (const p of [...this.views.keys()]) {
       if (!wanted.has(p)) {
+        this.generation++;
         this.views.delete(p);
         this.unwatch(p);
       }
@@ -418,10 +446,12 @@ export class LiveObserver {
       }
     });
     toRead.forEach((t, i) => this.views.set(t.path, views[i]));
+    if (toRead.length) this.generation++;
     this.stats.nsReads += toRead.length;
   }
 
   private refreshFiles(): Record<string, string> {
+    if (!this.files || this.staleFiles.size) this.generation++;
     if (!this.files) {
       this.files = ownFiles(this.instance);
       this.staleFiles.clear();
@@ -445,6 +475,7 @@ export class LiveObserver {
       this.nftStale || !this.nft ? this.listNft() : undefined,
       this.refreshNamespaces(targets),
     ]);
+    this.observed = { generation: this.generation, targets: targetsKey(targets) };
     return assemble(this.instance, {
       links: [...this.links.values()],
       addrs: [...this.addrs.values()],
@@ -474,6 +505,7 @@ export class LiveObserver {
    * are taken in. `ok` false (apply failed midway): everything is read afresh.
    */
   async applied(plan: Plan, ok: boolean): Promise<void> {
+    this.generation++;
     if (!ok) {
       this.invalidate();
       return;
@@ -498,6 +530,25 @@ export class LiveObserver {
     await this.barrier();
   }
 
+  /**
+   * Nothing held has changed since the observe() that `stamp` came from, and nothing is
+   * waiting to be read again: that observation is still the kernel's state, but for the
+   * facts read directly every time (observe.ts directFacts), which the caller compares.
+   */
+  unchangedSince(stamp: ObservedStamp, scope: ObserveScope): boolean {
+    return (
+      stamp.generation === this.generation &&
+      !this.hostStale &&
+      !this.nftStale &&
+      !this.allNsStale &&
+      this.staleNs.size === 0 &&
+      this.staleFiles.size === 0 &&
+      this.files !== undefined &&
+      this.stats.unwatched === 0 &&
+      stamp.targets === targetsKey(nsTargets(scope))
+    );
+  }
+
   close(): void {
     this.host?.socket.close();
     this.nftSock?.close();
@@ -506,6 +557,9 @@ export class LiveObserver {
     this.changes$.complete();
   }
 }
+
+const targetsKey = (targets: readonly NsTarget[]) =>
+  targets.map((t) => `${t.path}=${t.container ?? ''}`).join('\n');
 
 function nsPathOf(a: Action): string | undefined {
   if ('nsPath' in a && a.nsPath) return a.nsPath;

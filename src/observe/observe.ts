@@ -246,14 +246,7 @@ export function assemble(instance: string, raw: RawObservation): Observation {
     nsLinks[container] = ns.foreign;
   }
 
-  const sysctls: Record<string, string> = {};
-  for (const k of [
-    ...MANAGED_SYSCTLS,
-    ...Object.keys(bridges).map((b) => `net.ipv4.conf.${b}.route_localnet`),
-  ]) {
-    const v = readSysctl(k);
-    if (v !== undefined) sysctls[k] = v;
-  }
+  const sysctls = readSysctls(Object.keys(bridges));
 
   return {
     state: {
@@ -274,6 +267,41 @@ export function assemble(instance: string, raw: RawObservation): Observation {
     },
     foreign: { hostLinks: foreignHost.sort(), netns: foreignNetns.sort(), nsLinks },
   };
+}
+
+/** The managed sysctls: forwarding, and route_localnet of each owned bridge. */
+function readSysctls(bridges: readonly string[]): Record<string, string> {
+  const sysctls: Record<string, string> = {};
+  for (const k of [...MANAGED_SYSCTLS, ...bridges.map((b) => `net.ipv4.conf.${b}.route_localnet`)]) {
+    const v = readSysctl(k);
+    if (v !== undefined) sysctls[k] = v;
+  }
+  return sysctls;
+}
+
+/**
+ * The facts an observation reads directly every time (no notification reports their
+ * change), as one string: equal strings, equal facts.
+ */
+export function directFacts(instance: string, obs: Observation): string {
+  return JSON.stringify([
+    hostResolvConf(),
+    readSysctls(Object.keys(obs.state.bridges)),
+    observeResolver(instance) ?? null,
+    ulaSeed(),
+    ephemeralRange(),
+  ]);
+}
+
+/** The same facts as they were read into `obs`. */
+export function directFactsOf(obs: Observation): string {
+  return JSON.stringify([
+    obs.resolvConf,
+    obs.state.sysctls,
+    obs.state.resolver ?? null,
+    obs.host.ulaSeed,
+    obs.host.ephemeralPorts,
+  ]);
 }
 
 function nsState(

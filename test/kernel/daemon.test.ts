@@ -198,7 +198,9 @@ describe('tether run', () => {
     const r = await d.reconciled(m, (e) => e.generation === 2 && e.converged, 'generation 2');
     const saveToConverged = Math.round(performance.now() - t0);
     console.log(`save → converged: ${saveToConverged} ms (reconcile ${r.durationMs} ms, ${r.writes} writes)`);
-    expect(r.trigger).toEqual(['file: b.yaml added']);
+    // (A write can reach the watcher as "added" and then "changed": one trigger either way.)
+    expect(r.trigger).toHaveLength(1);
+    expect(r.trigger[0]).toMatch(/^file: b\.yaml added/);
     expect(s.instanceNetns().sort()).toEqual([s.ns('c1'), s.ns('c2')]);
     expect(containerAddr(s, 'c2')).toBe('172.18.0.3');
     // Only c2's objects: netns, veth, address, route, its two files, the resolver reload.
@@ -286,18 +288,25 @@ describe('tether run', () => {
     await d.ready();
     await d.settled();
 
-    // A save that changes nothing: no dump of the host, no namespace read again, no nft list.
+    // A save that changes nothing: no dump of the host, no namespace read again, no nft
+    // list; and once nothing at all has changed since the last plan (the kernel may still
+    // be finishing IPv6 autoconfiguration of the new links), the plan is reused.
     const before = (await d.status()).observer;
     let m = d.mark();
-    s.write('a.yaml', text);
-    const noop = await d.reconciled(m, (e) => e.trigger[0]?.startsWith('file'), 'no-op');
-    expect(noop).toMatchObject({ actions: 0, writes: 0, converged: true });
-    const after = (await d.status()).observer;
+    let after = before;
+    for (let k = 0; k < 3 && after.plansReused === before.plansReused; k++) {
+      m = d.mark();
+      s.write('a.yaml', text);
+      const noop = await d.reconciled(m, (e) => e.trigger[0]?.startsWith('file'), 'no-op');
+      expect(noop).toMatchObject({ actions: 0, writes: 0, converged: true });
+      after = (await d.status()).observer;
+    }
     expect(after).toMatchObject({
       fullHost: before.fullHost,
       fullNft: before.fullNft,
       nsReads: before.nsReads,
     });
+    expect(after.plansReused).toBeGreaterThan(before.plansReused);
 
     // An address removed inside c1: c1's listener reports it; only c1 is read again.
     m = d.mark();
