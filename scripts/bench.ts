@@ -15,6 +15,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { onLines } from '../test/helpers/process.js';
 import { Sandbox } from '../test/helpers/sandbox.js';
 import { soak } from './soak.js';
 
@@ -144,20 +145,13 @@ async function daemonSteps(s: Sandbox, n: number, nets: number): Promise<DaemonR
   const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
   const lines: Record<string, any>[] = [];
   let wake: (() => void) | undefined;
-  let buf = '';
-  proc.stderr!.on('data', (b: Buffer) => {
-    buf += b.toString();
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        lines.push(JSON.parse(line));
-      } catch {
-        /* not a log line */
-      }
-      wake?.();
+  onLines(proc.stderr!, (line) => {
+    try {
+      lines.push(JSON.parse(line));
+    } catch {
+      /* not a log line */
     }
+    wake?.();
   });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const next = async (pred: (l: Record<string, any>) => boolean, from: number, ms = 60_000) => {

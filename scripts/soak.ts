@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { onLines } from '../test/helpers/process.js';
 import { Sandbox } from '../test/helpers/sandbox.js';
 
 export async function soak(n: number, cycles: number): Promise<void> {
@@ -26,22 +27,15 @@ export async function soak(n: number, cycles: number): Promise<void> {
     s.write('m.yaml', base);
     const [cmd, ...argv] = s.tetherArgv(['run', '-f', s.manifests, '--resync', '1h']);
     const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let buf = '';
     let reconciled = 0;
     let waiting: ((line: string) => void) | undefined;
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
-    proc.stderr!.on('data', (b: Buffer) => {
-      buf += b.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.includes('TETHER_I0502')) ready();
-        if (line.includes('TETHER_I0501')) {
-          reconciled++;
-          waiting?.(line);
-        }
+    onLines(proc.stderr!, (line) => {
+      if (line.includes('TETHER_I0502')) ready();
+      if (line.includes('TETHER_I0501')) {
+        reconciled++;
+        waiting?.(line);
       }
     });
     const sock = join(s.dir, 'run', s.instance, 'daemon.sock');

@@ -50,3 +50,16 @@ export function startInNs(
     },
   };
 }
+
+/** Calls `fn` with each complete line a stream yields (a daemon's JSON log on stderr). */
+export function onLines(stream: NodeJS.ReadableStream, fn: (line: string) => void): void {
+  let buf = '';
+  stream.on('data', (b: Buffer | string) => {
+    buf += b.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      fn(line);
+    }
+  });
+}
