@@ -79,12 +79,18 @@ export async function soak(n: number, cycles: number): Promise<void> {
         `cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB  JS heap used ${x.heapMiB.toFixed(1)} MiB  open fds ${x.fds}\n`,
       );
     }
-    const tenth = Math.max(1, Math.floor(samples.length / 10));
-    const avg = (xs: typeof samples) => xs.reduce((a, x) => a + x.rssMiB, 0) / xs.length;
-    const first = avg(samples.slice(0, tenth));
-    const last = avg(samples.slice(-tenth));
+    // After warm-up (the first sample is taken right after the first converge): the range,
+    // and the least-squares slope of RSS over cycles, per 1000 cycles.
+    const warm = samples.filter((x) => x.cycle > 1);
+    const mx = warm.reduce((a, x) => a + x.cycle, 0) / warm.length;
+    const my = warm.reduce((a, x) => a + x.rssMiB, 0) / warm.length;
+    const slope =
+      warm.reduce((a, x) => a + (x.cycle - mx) * (x.rssMiB - my), 0) /
+      warm.reduce((a, x) => a + (x.cycle - mx) ** 2, 0);
+    const range = (f: (x: (typeof warm)[number]) => number) =>
+      `${Math.min(...warm.map(f)).toFixed(0)}–${Math.max(...warm.map(f)).toFixed(0)}`;
     process.stdout.write(
-      `${cycles} reconciles of ${n} containers, ${perCycle.toFixed(0)} ms each; RSS first tenth ${first.toFixed(1)} MiB, last tenth ${last.toFixed(1)} MiB (${(last - first >= 0 ? '+' : '') + (last - first).toFixed(1)} MiB)\n`,
+      `${cycles} reconciles of ${n} containers, ${perCycle.toFixed(0)} ms each; after warm-up RSS ${range((x) => x.rssMiB)} MiB (slope ${(slope * 1000 >= 0 ? '+' : '') + (slope * 1000).toFixed(1)} MiB per 1000 cycles), JS heap used ${range((x) => x.heapMiB)} MiB, open fds ${range((x) => x.fds)}\n`,
     );
     proc.kill('SIGTERM');
     await new Promise((r) => proc.on('exit', r));
