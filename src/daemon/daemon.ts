@@ -109,6 +109,11 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     );
     await Promise.all(watches.map((w) => w.ready));
 
+    engine.live!.onMismatch = (detail) =>
+      warn(
+        DaemonCode.observationMismatch,
+        `a full read found the kernel differing from the daemon's memory (a notification was lost or misread; repaired now): ${detail}`,
+      );
     let reloadSent = false;
     let lastRecord: LastApply | undefined;
     const reconciler = new Reconciler({
@@ -118,7 +123,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       pruneAll: o.pruneAll,
       apply: (spec, opts) =>
         withLock(o.instance, () => {
-          if (opts.full) engine.live?.invalidate();
+          if (opts.full) engine.live?.fullRead();
           return applyPlan(engine, spec, opts);
         }),
       record: async (s, outcome, ms) => {

@@ -34,6 +34,8 @@ export const DaemonCode = {
   notifyFailed: 'TETHER_W0514',
   /** A trigger source failed (watcher, netlink listener); the others keep running. */
   triggerFailed: 'TETHER_W0515',
+  /** A full read found the kernel differing from the daemon's in-memory observation. */
+  observationMismatch: 'TETHER_W0516',
   /** A reconcile failed (kernel error, lock busy, …) with no last good state to fall back to. */
   reconcileFailed: 'TETHER_E0520',
 } as const;

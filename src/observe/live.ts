@@ -163,7 +163,15 @@ export class LiveObserver {
   }
 
   /** Counters for the status socket and the bench. */
-  readonly stats = { fullHost: 0, fullNft: 0, nsReads: 0, notifications: 0, unwatched: 0, plansReused: 0 };
+  readonly stats = {
+    fullHost: 0,
+    fullNft: 0,
+    nsReads: 0,
+    notifications: 0,
+    unwatched: 0,
+    plansReused: 0,
+    mismatches: 0,
+  };
 
   constructor(
     private readonly nl: HostNetlink,
@@ -467,23 +475,62 @@ export class LiveObserver {
     return this.files;
   }
 
-  async observe(scope: ObserveScope): Promise<Observation> {
-    this.start();
-    const targets = nsTargets(scope);
-    await Promise.all([
-      this.hostStale ? this.dumpHost() : undefined,
-      this.nftStale || !this.nft ? this.listNft() : undefined,
-      this.refreshNamespaces(targets),
-    ]);
-    this.observed = { generation: this.generation, targets: targetsKey(targets) };
+  /**
+   * Read everything afresh at the next observe() (the daemon's resync, start, SIGHUP),
+   * and check what memory held against it: a difference means a notification was missed
+   * or misapplied. It is counted (`stats.mismatches`) and reported to `onMismatch`.
+   */
+  fullRead(): void {
+    this.checkNext =
+      this.observed !== undefined &&
+      this.observed.generation === this.generation &&
+      !this.hostStale &&
+      !this.nftStale &&
+      !this.allNsStale &&
+      this.staleNs.size === 0;
+    this.invalidate();
+  }
+
+  private checkNext = false;
+  /** Told of each difference a full read finds between memory and the kernel. */
+  onMismatch: ((detail: string) => void) | undefined;
+
+  private shape(targets: readonly NsTarget[]): Observation {
     return assemble(this.instance, {
       links: [...this.links.values()],
       addrs: [...this.addrs.values()],
       routes: [...this.routes.values()],
       nft: this.nft!,
       namespaces: targets.map((target) => ({ target, view: this.views.get(target.path) })),
-      files: { ...this.refreshFiles() },
+      files: { ...(this.files ?? {}) },
     });
+  }
+
+  async observe(scope: ObserveScope): Promise<Observation> {
+    this.start();
+    const targets = nsTargets(scope);
+    let remembered: Observation | undefined;
+    if (this.checkNext) {
+      this.checkNext = false;
+      await this.barrier();
+      if (this.nft && this.observed?.targets === targetsKey(targets)) remembered = this.shape(targets);
+    }
+    await Promise.all([
+      this.hostStale ? this.dumpHost() : undefined,
+      this.nftStale || !this.nft ? this.listNft() : undefined,
+      this.refreshNamespaces(targets),
+    ]);
+    this.observed = { generation: this.generation, targets: targetsKey(targets) };
+    this.refreshFiles();
+    const fresh = this.shape(targets);
+    if (remembered) {
+      const diffs = differences(remembered, fresh);
+      if (diffs.length) {
+        this.stats.mismatches++;
+        this.onMismatch?.(diffs.join('; '));
+      }
+    }
+    return fresh;
   }
 
   /**
@@ -556,6 +603,34 @@ export class LiveObserver {
     for (const p of [...this.watches.keys()]) this.unwatch(p);
     this.changes$.complete();
   }
+}
+
+/**
+ * Where two observations differ, in what the kernel's notifications keep current (not the
+ * files, which hand edits change silently, nor the facts read directly every time).
+ */
+export function differences(a: Observation, b: Observation): string[] {
+  const out: string[] = [];
+  const byName = (
+    what: string,
+    x: Readonly<Record<string, unknown>>,
+    y: Readonly<Record<string, unknown>>,
+  ) => {
+    const names = [...new Set([...Object.keys(x), ...Object.keys(y)])].filter(
+      (n) => JSON.stringify(x[n]) !== JSON.stringify(y[n]),
+    );
+    if (names.length)
+      out.push(`${what} ${names.slice(0, 5).join(', ')}${names.length > 5 ? ` (+${names.length - 5})` : ''}`);
+  };
+  byName('bridge', a.state.bridges, b.state.bridges);
+  byName('veth', a.state.veths, b.state.veths);
+  byName('namespace of', a.state.namespaces, b.state.namespaces);
+  byName('nft set', a.state.nft.sets, b.state.nft.sets);
+  if (a.state.nft.skeleton !== b.state.nft.skeleton) out.push('nft skeleton');
+  for (const k of ['reserved4', 'reserved6'] as const)
+    if (JSON.stringify(a.host[k]) !== JSON.stringify(b.host[k])) out.push(`host ${k}`);
+  if (JSON.stringify(a.foreign) !== JSON.stringify(b.foreign)) out.push('foreign names');
+  return out;
 }
 
 const targetsKey = (targets: readonly NsTarget[]) =>
