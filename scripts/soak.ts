@@ -39,14 +39,15 @@ export async function soak(n: number, cycles: number): Promise<void> {
       }
     });
     const sock = join(s.dir, 'run', s.instance, 'daemon.sock');
-    const heap = () =>
-      new Promise<number>((resolve) => {
+    const status = () =>
+      new Promise<any>((resolve) => {
         let out = '';
         const c = connect(sock);
         c.on('data', (b) => (out += b.toString()));
-        c.on('end', () => resolve(JSON.parse(out).memory.heapUsedBytes / 2 ** 20));
-        c.on('error', () => resolve(Number.NaN));
+        c.on('end', () => resolve(JSON.parse(out)));
+        c.on('error', () => resolve(undefined));
       });
+    const heap = async () => ((await status())?.memory.heapUsedBytes ?? Number.NaN) / 2 ** 20;
     const rss = () =>
       Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
     const t0 = performance.now();
@@ -92,6 +93,9 @@ export async function soak(n: number, cycles: number): Promise<void> {
     process.stdout.write(
       `${cycles} reconciles of ${n} containers, ${perCycle.toFixed(0)} ms each; after warm-up RSS ${range((x) => x.rssMiB)} MiB (slope ${(slope * 1000 >= 0 ? '+' : '') + (slope * 1000).toFixed(1)} MiB per 1000 cycles), JS heap used ${range((x) => x.heapMiB)} MiB, open fds ${range((x) => x.fds)}\n`,
     );
+    // What the in-memory observation did: full reads, namespaces read again, plans reused,
+    // and differences a full read found between memory and the kernel (should be 0).
+    process.stdout.write(`observer: ${JSON.stringify((await status())?.observer)}\n`);
     proc.kill('SIGTERM');
     await new Promise((r) => proc.on('exit', r));
   } finally {
