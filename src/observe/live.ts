@@ -583,7 +583,10 @@ export class LiveObserver {
    * facts read directly every time (observe.ts directFacts), which the caller compares.
    */
   unchangedSince(stamp: ObservedStamp, scope: ObserveScope): boolean {
+    const targets = nsTargets(scope);
     return (
+      // Attached namespaces have no listener: only reading them tells.
+      !targets.some((t) => t.container) &&
       stamp.generation === this.generation &&
       !this.hostStale &&
       !this.nftStale &&
@@ -592,7 +595,7 @@ export class LiveObserver {
       this.staleFiles.size === 0 &&
       this.files !== undefined &&
       this.stats.unwatched === 0 &&
-      stamp.targets === targetsKey(nsTargets(scope))
+      stamp.targets === targetsKey(targets)
     );
   }
 
