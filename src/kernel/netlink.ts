@@ -8,7 +8,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as nl from 'netlink';
 import { KernelError } from '../model/errors.js';
-import { ipText, parseAddr, parseLink, parseRoute } from './rtparse.js';
+import { ipText, parseAddr, parseLink, parseRoute, rtattr } from './rtparse.js';
 
 const { rt, ifla, Flags, FlagsGet, FlagsNew } = nl;
 
@@ -182,11 +182,7 @@ export class HostNetlink {
 
   /** One link by name (RTM_GETLINK with IFLA_IFNAME, no dump); undefined when absent. */
   async linkByName(name: string): Promise<NlLink | undefined> {
-    const nameBuf = Buffer.from(`${name}\0`);
-    const attr = Buffer.alloc(4 + ((nameBuf.length + 3) & ~3));
-    attr.writeUInt16LE(4 + nameBuf.length, 0);
-    attr.writeUInt16LE(3, 2); // IFLA_IFNAME
-    nameBuf.copy(attr, 4);
+    const attr = rtattr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`));
     try {
       const [msgs] = await this.serial(() =>
         this.sock.socket.request(rt.MessageType.GETLINK, Buffer.concat([Buffer.alloc(16), attr]), {}),
@@ -313,21 +309,14 @@ export class HostNetlink {
    */
   async setHairpin(name: string): Promise<void> {
     const nested = 0x8000; // NLA_F_NESTED
-    const attr = (type: number, value: Buffer) => {
-      const out = Buffer.alloc(4 + ((value.length + 3) & ~3));
-      out.writeUInt16LE(4 + value.length, 0);
-      out.writeUInt16LE(type, 2);
-      value.copy(out, 4);
-      return out;
-    };
     const hdr = Buffer.alloc(16); // index 0: the link is found by IFLA_IFNAME
-    const slaveData = attr(5 | nested, attr(4 /* IFLA_BRPORT_MODE */, Buffer.from([1])));
-    const linkinfo = attr(18 | nested, Buffer.concat([attr(4, Buffer.from('bridge\0')), slaveData]));
+    const slaveData = rtattr(5 | nested, rtattr(4 /* IFLA_BRPORT_MODE */, Buffer.from([1])));
+    const linkinfo = rtattr(18 | nested, Buffer.concat([rtattr(4, Buffer.from('bridge\0')), slaveData]));
     try {
       await this.serial(() =>
         this.sock.socket.request(
           rt.MessageType.NEWLINK,
-          Buffer.concat([hdr, attr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`)), linkinfo]),
+          Buffer.concat([hdr, rtattr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`)), linkinfo]),
           {},
         ),
       );

@@ -19,6 +19,15 @@ const AF_INET6 = 10;
 const IFF_UP = 0x1;
 const NLA_TYPE_MASK = 0x3fff; // without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
+/** One attribute, encoded: len u16, type u16, value, padded to 4 bytes (for requests). */
+export function rtattr(type: number, value: Buffer): Buffer {
+  const out = Buffer.alloc(4 + ((value.length + 3) & ~3));
+  out.writeUInt16LE(4 + value.length, 0);
+  out.writeUInt16LE(type, 2);
+  value.copy(out, 4);
+  return out;
+}
+
 /** Calls `fn(type, start, end)` for each attribute in buf[from, to). */
 function eachAttr(buf: Buffer, from: number, to: number, fn: (type: number, s: number, e: number) => void) {
   let off = from;

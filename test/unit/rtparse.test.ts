@@ -1,14 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ipText, parseAddr, parseLink, parseRoute } from '../../src/kernel/rtparse.js';
+import { rtattr as attr, ipText, parseAddr, parseLink, parseRoute } from '../../src/kernel/rtparse.js';
 
-/** One rtattr: len u16, type u16, value, padded to 4 bytes. */
-function attr(type: number, value: Buffer): Buffer {
-  const out = Buffer.alloc(4 + ((value.length + 3) & ~3));
-  out.writeUInt16LE(4 + value.length, 0);
-  out.writeUInt16LE(type, 2);
-  value.copy(out, 4);
-  return out;
-}
 const str = (s: string) => Buffer.from(`${s}\0`);
 const u32 = (n: number) => {
   const b = Buffer.alloc(4);
