@@ -24,7 +24,11 @@ export function addDaemonCommands(program: Command, ctx: CliContext): void {
         'a manifest file, or a directory of *.yaml/*.yml (sorted, merged)',
       ).makeOptionMandatory(),
     )
-    .option('--resync <duration>', 'full reconcile interval (catches nft and namespace changes)', '30s')
+    .option(
+      '--resync <duration>',
+      'interval of full reconciles that read everything afresh (between them, kernel notifications drive repairs)',
+      '30s',
+    )
     .option('--prune-all', 'allow a manifest change that deletes most of what tether owns')
     .action(async (o: { file: string; resync: string; pruneAll?: boolean }, cmd: Command) => {
       const instance = ctx.instance(cmd);
