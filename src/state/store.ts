@@ -6,14 +6,12 @@
  *   $TETHER_RUN_DIR   (default /run/tether)/<instance>/lock
  */
 import {
-  closeSync,
+  linkSync,
   mkdirSync,
-  openSync,
   readFileSync,
   renameSync,
   rmSync,
   writeFileSync,
-  writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
@@ -52,32 +50,47 @@ function alive(pid: number): boolean {
 }
 
 /**
- * Take the instance lock: an O_EXCL file holding our pid. A lock left by a dead
+ * Take the instance lock: a file holding our pid, made atomically with its content (written
+ * to a file of our own, then hard-linked into place: the link fails if the lock exists), so
+ * another process never reads a lock that exists but names no one. A lock left by a dead
  * process is taken over; a live holder is waited for up to `waitMs`.
  */
 export async function withLock<T>(instance: string, fn: () => Promise<T>, waitMs = 30_000): Promise<T> {
   const dir = runDir(instance);
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'lock');
+  const mine = `${file}.${process.pid}`;
+  writeFileSync(mine, String(process.pid));
   const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      const fd = openSync(file, 'wx');
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const holder = Number(readFileSync(file, 'utf8').trim());
-      if (!holder || !alive(holder)) {
-        rmSync(file, { force: true });
-        continue;
+  try {
+    for (;;) {
+      try {
+        linkSync(mine, file);
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        let holder = 0;
+        try {
+          holder = Number(readFileSync(file, 'utf8').trim());
+        } catch {
+          continue; // released meanwhile
+        }
+        if (!holder || !alive(holder)) {
+          rmSync(file, { force: true });
+          continue;
+        }
+        if (Date.now() > deadline) {
+          throw new KernelError(
+            'lock',
+            `instance '${instance}' is locked by pid ${holder} (${file})`,
+            'busy',
+          );
+        }
+        await new Promise((r) => setTimeout(r, 50));
       }
-      if (Date.now() > deadline) {
-        throw new KernelError('lock', `instance '${instance}' is locked by pid ${holder} (${file})`, 'busy');
-      }
-      await new Promise((r) => setTimeout(r, 50));
     }
+  } finally {
+    rmSync(mine, { force: true });
   }
   try {
     return await fn();
