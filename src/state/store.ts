@@ -5,14 +5,7 @@
  *   $TETHER_STATE_DIR (default /var/lib/tether)/<instance>/last-apply.json
  *   $TETHER_RUN_DIR   (default /run/tether)/<instance>/lock
  */
-import {
-  linkSync,
-  mkdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
 
