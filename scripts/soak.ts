@@ -27,16 +27,12 @@ export async function soak(n: number, cycles: number): Promise<void> {
     s.write('m.yaml', base);
     const [cmd, ...argv] = s.tetherArgv(['run', '-f', s.manifests, '--resync', '1h']);
     const proc = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let reconciled = 0;
     let waiting: ((line: string) => void) | undefined;
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
     onLines(proc.stderr!, (line) => {
       if (line.includes('TETHER_I0502')) ready();
-      if (line.includes('TETHER_I0501')) {
-        reconciled++;
-        waiting?.(line);
-      }
+      if (line.includes('TETHER_I0501')) waiting?.(line);
     });
     const sock = join(s.dir, 'run', s.instance, 'daemon.sock');
     const status = () =>

@@ -19,7 +19,7 @@ import { dirname } from 'node:path';
 import type { Action, Plan } from '../diff/plan.js';
 import { reloadResolver, stopResolver } from '../dns/service.js';
 import { BRIDGE_FAMILY, elementJson, FAMILY, SETS, skeletonCommands } from '../firewall/rules.js';
-import { mapLimit, mustRun } from '../kernel/exec.js';
+import { mapLimit } from '../kernel/exec.js';
 import type { HostNetlink } from '../kernel/netlink.js';
 import { createNetns, deleteNetns } from '../kernel/netns.js';
 import { type NftCommand, nftRun } from '../kernel/nft.js';

@@ -87,7 +87,7 @@ function nsDetail(m: RawMsg): string | undefined {
     case RTM.NEWROUTE:
     case RTM.DELROUTE: {
       const r = parseRoute(m.data);
-      if (!r || r.table !== 254 || r.dstLen !== 0) return undefined;
+      if (r?.table !== 254 || r.dstLen !== 0) return undefined;
       return `default route ${m.type === RTM.DELROUTE ? 'removed' : 'changed'}`;
     }
   }
