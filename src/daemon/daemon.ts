@@ -100,9 +100,12 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
         }),
       );
     }
+    engine.live!.start();
     watches.push(
       await watchKernel(o.instance, {
         settleMs: o.kernelSettleMs ?? 20,
+        messages$: engine.live!.hostMessages$,
+        lost$: engine.live!.hostLost$,
         seed: () => engine.nl.links(),
         onError: (e) => warn(DaemonCode.triggerFailed, e.message),
       }),

@@ -1,8 +1,8 @@
 /**
  * What makes the daemon reconcile (STYLE P13): manifest changes (chokidar, debounced),
- * rtnetlink notifications about links and addresses this instance owns, a periodic full
- * resync (catches what no event reports: nft rules, namespaces and container-side
- * changes made by hand), and SIGHUP. Each source is an Observable<Trigger>; the loop
+ * rtnetlink notifications about host links and addresses this instance owns, drift the
+ * in-memory observation hears of (container namespaces, nftables, namespaces removed), a
+ * periodic full resync (what no event reports: /etc/netns files, sysctls), and SIGHUP. Each source is an Observable<Trigger>; the loop
  * merges them and coalesces them into runs (loop.ts).
  */
 import { stat } from 'node:fs/promises';
@@ -24,6 +24,7 @@ import {
   timer,
 } from 'rxjs';
 import type { NlLink } from '../kernel/netlink.js';
+import { parseAddr, parseLink } from '../kernel/rtparse.js';
 import { parseAlias } from '../model/names.js';
 
 export type TriggerKind = 'start' | 'file' | 'kernel' | 'resync' | 'sighup';
@@ -225,91 +226,67 @@ function key(l: LinkFacts): string {
 }
 
 const { rt } = nl;
-const AF_UNSPEC = 0;
-const AF_INET6 = 10;
+const RTM = rt.MessageType;
 
-function mac(b?: Buffer): string | undefined {
-  return b?.length === 6 ? [...b].map((x) => x.toString(16).padStart(2, '0')).join(':') : undefined;
-}
-
-function ip(b: Buffer): string {
-  if (b.length === 4) return [...b].join('.');
-  const parts: string[] = [];
-  for (let i = 0; i < b.length; i += 2) parts.push(b.readUInt16BE(i).toString(16));
-  return parts.join(':');
+/** An rtnetlink message as a listener receives it. */
+export interface RtMessage {
+  readonly type: number;
+  readonly data: Buffer;
 }
 
 /**
- * rtnetlink link and address notifications of this process's namespace, filtered to
- * what the instance owns (KernelFilter), settled for `settleMs` into one trigger.
- *
- * KERNEL-NOTES: the listener is a socket of its own created with `{ref: true}` (a
- * listen-only socket otherwise lets the process exit); it listens on the raw netlink
- * socket, because the high-level 'message' event drops the message type (NEWLINK vs
- * DELLINK), and parses inside try/catch, because an exception thrown in a socket
- * listener aborts the process. A receive error (ENOBUFS: notifications were lost)
- * becomes a trigger too: the next reconcile observes everything anyway.
+ * Link and address notifications of the host namespace, filtered to what the instance
+ * owns (KernelFilter), settled for `settleMs` into one trigger. The messages come from
+ * the daemon's in-memory observation (observe/live.ts), which already listens on the
+ * host: one socket, one decoding. A lost notification (ENOBUFS) becomes a trigger too:
+ * the observation re-reads the host at the next reconcile anyway.
  */
 export async function watchKernel(
   instance: string,
-  opts: { settleMs: number; seed: () => Promise<readonly NlLink[]>; onError?: (e: Error) => void },
+  opts: {
+    settleMs: number;
+    messages$: Observable<RtMessage>;
+    lost$: Observable<Error>;
+    seed: () => Promise<readonly NlLink[]>;
+    onError?: (e: Error) => void;
+  },
 ): Promise<Watch> {
   const filter = new KernelFilter(instance);
   const raw = new Subject<Trigger>();
-  const sock = nl.createRtNetlink({ ref: true, recvBufferSize: 4 << 20, sendBufferSize: 0 });
-  for (const g of ['LINK', 'IPV4_IFADDR', 'IPV6_IFADDR'] as const) sock.addMembership(g);
-  sock.socket.on('message', (msgs) => {
-    for (const m of msgs) {
+  const subs = [
+    opts.messages$.subscribe((m) => {
       try {
-        const detail = classify(filter, m.type, m.data);
+        const detail = classify(filter, m);
         if (detail) raw.next({ kind: 'kernel', detail });
       } catch (e) {
         opts.onError?.(
           new Error(`unparsable rtnetlink notification (type ${m.type}): ${(e as Error).message}`),
         );
       }
-    }
-  });
-  sock.socket.socket.on('error', () => {}); // see HostNetlink: never let an error escape a native callback
-  sock.socket.on('error', (e) => {
-    raw.next({ kind: 'kernel', detail: `netlink listener: ${e.message} (notifications may be lost)` });
-  });
+    }),
+    opts.lost$.subscribe((e) =>
+      raw.next({ kind: 'kernel', detail: `netlink listener: ${e.message} (notifications may be lost)` }),
+    ),
+  ];
   const ready = opts.seed().then((links) => filter.seed(links));
   return {
     events$: raw.pipe(auditBatch(opts.settleMs), mergeBatch('kernel')),
     ready,
     close: async () => {
+      for (const sub of subs) sub.unsubscribe();
       raw.complete();
-      sock.socket.close();
     },
   };
 }
 
-function classify(filter: KernelFilter, type: number, data: Buffer): string | undefined {
-  if (type === rt.MessageType.NEWLINK || type === rt.MessageType.DELLINK) {
-    const m = rt.parseMessage(type, data);
-    if (m.kind !== 'link' || (m.data.family ?? AF_UNSPEC) !== AF_UNSPEC) return undefined;
-    return filter.link(type === rt.MessageType.NEWLINK ? 'new' : 'del', {
-      index: m.data.index!,
-      name: m.attrs.ifname,
-      alias: m.attrs.ifalias,
-      master: m.attrs.master,
-      mtu: m.attrs.mtu,
-      mac: mac(m.attrs.address),
-      up: !!m.data.flags?.up,
-    });
+function classify(filter: KernelFilter, m: RtMessage): string | undefined {
+  if (m.type === RTM.NEWLINK || m.type === RTM.DELLINK) {
+    const l = parseLink(m.data);
+    return l ? filter.link(m.type === RTM.NEWLINK ? 'new' : 'del', l) : undefined;
   }
-  if (type === rt.MessageType.NEWADDR || type === rt.MessageType.DELADDR) {
-    const m = rt.parseMessage(type, data);
-    if (m.kind !== 'address') return undefined;
-    const a = m.attrs.local ?? m.attrs.address;
-    const cidr = a ? `${ip(a)}/${m.data.prefixlen}` : `(${m.data.family === AF_INET6 ? 'IPv6' : 'IPv4'})`;
-    return filter.addr(
-      type === rt.MessageType.NEWADDR ? 'new' : 'del',
-      m.data.index!,
-      cidr,
-      m.data.scope ?? 0,
-    );
+  if (m.type === RTM.NEWADDR || m.type === RTM.DELADDR) {
+    const a = parseAddr(m.data);
+    return a ? filter.addr(m.type === RTM.NEWADDR ? 'new' : 'del', a.index, a.cidr, a.scope) : undefined;
   }
   return undefined;
 }

@@ -187,16 +187,29 @@ export class LiveObserver {
     this.files = undefined;
   }
 
-  private start(): void {
+  /** Every host notification, as received (the daemon's host triggers filter them). */
+  readonly hostMessages$ = new Subject<RawMsg>();
+  /** Host notifications were lost (ENOBUFS): the next observe re-reads the host. */
+  readonly hostLost$ = new Subject<Error>();
+
+  /**
+   * Open the listeners (observe() does it too). The host socket is referenced: a daemon
+   * listening only to the kernel stays alive.
+   */
+  start(): void {
     if (this.host) return;
-    const host = nl.createRtNetlink({ ref: false, recvBufferSize: 8 << 20, sendBufferSize: 0 });
+    const host = nl.createRtNetlink({ ref: true, recvBufferSize: 8 << 20, sendBufferSize: 0 });
     for (const g of GROUPS) host.addMembership(g);
     host.socket.on('message', (msgs) => {
-      for (const m of msgs) this.hostMessage(m);
+      for (const m of msgs) {
+        this.hostMessage(m);
+        this.hostMessages$.next(m);
+      }
     });
     host.socket.socket.on('error', () => {});
-    host.socket.on('error', () => {
+    host.socket.on('error', (e) => {
       this.hostStale = true; // ENOBUFS: notifications were lost
+      this.hostLost$.next(e);
     });
     this.host = host;
 
@@ -605,6 +618,8 @@ export class LiveObserver {
     this.dirWatch?.close();
     for (const p of [...this.watches.keys()]) this.unwatch(p);
     this.changes$.complete();
+    this.hostMessages$.complete();
+    this.hostLost$.complete();
   }
 }
 
