@@ -149,7 +149,6 @@ export class HostNetlink {
     return this.serial(() => this.dumpNow(type, header, what));
   }
 
-  /** A dump that fails rather than returns an inconsistent view. */
   /**
    * A dump that fails rather than returns an inconsistent view. An interrupted dump
    * (NLM_F_DUMP_INTR: the table changed while it was read) is retried, with a short pause,
@@ -171,13 +170,24 @@ export class HostNetlink {
     }
   }
 
-  async links(): Promise<NlLink[]> {
-    const out: NlLink[] = [];
-    for (const m of await this.dump(rt.MessageType.GETLINK, Buffer.alloc(16), 'links')) {
-      const l = m.type === rt.MessageType.NEWLINK ? parseLink(m.data) : undefined;
-      if (l) out.push(l);
+  /** A dump, each reply of type `reply` decoded by `parse` (others skipped). */
+  private async dumpOf<T>(
+    request: number,
+    headerLen: number,
+    what: string,
+    reply: number,
+    parse: (data: Buffer) => T | undefined,
+  ): Promise<T[]> {
+    const out: T[] = [];
+    for (const m of await this.dump(request, Buffer.alloc(headerLen), what)) {
+      const x = m.type === reply ? parse(m.data) : undefined;
+      if (x !== undefined) out.push(x);
     }
     return out;
+  }
+
+  links(): Promise<NlLink[]> {
+    return this.dumpOf(rt.MessageType.GETLINK, 16, 'links', rt.MessageType.NEWLINK, parseLink);
   }
 
   /** One link by name (RTM_GETLINK with IFLA_IFNAME, no dump); undefined when absent. */
@@ -196,23 +206,13 @@ export class HostNetlink {
     }
   }
 
-  async addrs(): Promise<NlAddr[]> {
-    const out: NlAddr[] = [];
-    for (const m of await this.dump(rt.MessageType.GETADDR, Buffer.alloc(8), 'addresses')) {
-      const a = m.type === rt.MessageType.NEWADDR ? parseAddr(m.data) : undefined;
-      if (a) out.push(a);
-    }
-    return out;
+  addrs(): Promise<NlAddr[]> {
+    return this.dumpOf(rt.MessageType.GETADDR, 8, 'addresses', rt.MessageType.NEWADDR, parseAddr);
   }
 
   /** All routes of both families, in one AF_UNSPEC dump. */
-  async routes(): Promise<NlRoute[]> {
-    const out: NlRoute[] = [];
-    for (const m of await this.dump(rt.MessageType.GETROUTE, Buffer.alloc(12), 'routes')) {
-      const r = m.type === rt.MessageType.NEWROUTE ? parseRoute(m.data) : undefined;
-      if (r) out.push(r);
-    }
-    return out;
+  routes(): Promise<NlRoute[]> {
+    return this.dumpOf(rt.MessageType.GETROUTE, 12, 'routes', rt.MessageType.NEWROUTE, parseRoute);
   }
 
   async createBridge(name: string, mtu?: number, mac?: string): Promise<void> {

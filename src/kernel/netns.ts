@@ -42,27 +42,19 @@ export function listNetns(): string[] {
   return readdirSync(NETNS_DIR).sort();
 }
 
-/** Create named namespaces, all in one `ip -batch` process. */
-export async function createNetns(names: readonly string[]): Promise<void> {
+/** `ip netns add|del` for each name, all in one `ip -batch` process. */
+async function netnsBatch(verb: 'add' | 'del', what: string, names: readonly string[]): Promise<void> {
   if (!names.length) return;
   await mustRun(
-    `create namespaces ${names.join(', ')}`,
+    `${what} namespaces ${names.join(', ')}`,
     'ip',
     ['-batch', '-'],
-    names.map((n) => `netns add ${q(n)}\n`).join(''),
+    names.map((n) => `netns ${verb} ${q(n)}\n`).join(''),
   );
 }
 
-/** Delete named namespaces, all in one `ip -batch` process. */
-export async function deleteNetns(names: readonly string[]): Promise<void> {
-  if (!names.length) return;
-  await mustRun(
-    `delete namespaces ${names.join(', ')}`,
-    'ip',
-    ['-batch', '-'],
-    names.map((n) => `netns del ${q(n)}\n`).join(''),
-  );
-}
+export const createNetns = (names: readonly string[]) => netnsBatch('add', 'create', names);
+export const deleteNetns = (names: readonly string[]) => netnsBatch('del', 'delete', names);
 
 function parseJsonLines(text: string): unknown[] {
   return text
