@@ -37,8 +37,8 @@ import { epAlias, netAlias, nsAlias, parseAlias } from '../model/names.js';
 export interface ApplyContext {
   readonly instance: string;
   readonly nl: HostNetlink;
-  /** The host ends of each container's veths as observed (lets a namespace deletion wait on them by name). */
-  readonly vethsOf?: (container: string) => readonly string[];
+  /** The host ends of each container's veths as observed (a namespace deletion waits on them by name). */
+  readonly vethsOf: (container: string) => readonly string[];
 }
 
 export interface ApplyResult {
@@ -122,7 +122,11 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
   const gone = of('netns.delete');
   await deleteNetns(gone.map((a) => a.name));
   writes += gone.length;
-  if (gone.length) writes += await vethsGone(nl, instance, new Set(gone.map((a) => a.container)), vethsOf);
+  if (gone.length)
+    writes += await vethsGone(
+      nl,
+      gone.flatMap((a) => vethsOf(a.container)),
+    );
 
   lap('netns-removals');
   // 4. namespace creations
@@ -271,22 +275,10 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
  * wait until the host ends of its veths are gone, so the next observation is clean and a
  * bridge deleted next has no ports left.
  */
-async function vethsGone(
-  nl: HostNetlink,
-  instance: string,
-  containers: ReadonlySet<string>,
-  vethsOf?: (container: string) => readonly string[],
-): Promise<number> {
+async function vethsGone(nl: HostNetlink, veths: readonly string[]): Promise<number> {
   const graceUntil = Date.now() + 1000;
-  const known = vethsOf ? [...containers].flatMap((c) => vethsOf(c)) : undefined;
-  // By name when the observation named them (a few requests), else one dump.
   const left = async () =>
-    known
-      ? (await Promise.all(known.map((n) => nl.linkByName(n)))).filter((l) => l !== undefined)
-      : (await nl.links()).filter((l) => {
-          const a = parseAlias(instance, l.alias);
-          return a?.kind === 'ep' && containers.has(a.container);
-        });
+    (await Promise.all(veths.map((n) => nl.linkByName(n)))).filter((l) => l !== undefined);
   for (;;) {
     const now = await left();
     if (!now.length) return 0;
