@@ -14,7 +14,7 @@ import type { Resolved } from './model/resolved.js';
 import type { Spec } from './model/spec.js';
 import { EMPTY_STATE, type KernelState } from './model/state.js';
 import { LiveObserver, type ObservedStamp } from './observe/live.js';
-import { directFacts, directFactsOf, type Observation, observe } from './observe/observe.js';
+import { directFactsChanged, type Observation, observe } from './observe/observe.js';
 import { resolve } from './spec/ipam.js';
 
 export interface PlanResult {
@@ -75,7 +75,7 @@ export async function makePlan(engine: Engine, spec: Spec | undefined): Promise<
     last &&
     last.spec === spec &&
     live.unchangedSince(last.stamp, { instance: engine.instance, attached: attachedOf(spec) }) &&
-    directFacts(engine.instance, last.result.observation) === directFactsOf(last.result.observation)
+    !directFactsChanged(engine.instance, last.result.observation)
   ) {
     live.stats.plansReused++;
     return last.result;

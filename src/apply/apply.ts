@@ -32,7 +32,7 @@ function tryWriteSysctl(key: string, value: string): void {
 }
 
 import { KernelError } from '../model/errors.js';
-import { epAlias, netAlias, nsAlias, parseAlias } from '../model/names.js';
+import { epAlias, netAlias, nsAlias } from '../model/names.js';
 
 export interface ApplyContext {
   readonly instance: string;

@@ -593,7 +593,7 @@ export class LiveObserver {
   /**
    * Nothing held has changed since the observe() that `stamp` came from, and nothing is
    * waiting to be read again: that observation is still the kernel's state, but for the
-   * facts read directly every time (observe.ts directFacts), which the caller compares.
+   * facts read directly every time (observe.ts directFactsChanged), which the caller compares.
    */
   unchangedSince(stamp: ObservedStamp, scope: ObserveScope): boolean {
     const targets = nsTargets(scope);

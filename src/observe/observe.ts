@@ -31,6 +31,7 @@ import type {
   KernelState,
   NamespaceState,
   NftState,
+  ResolverState,
   RouteState,
   VethState,
 } from '../model/state.js';
@@ -220,7 +221,8 @@ export function assemble(instance: string, raw: RawObservation): Observation {
     if (byIndex.get(a.index)?.name === 'lo') continue;
     (a.family === 4 ? reserved4 : reserved6).add(maskedCidr(a.cidr));
   }
-  const resolvConf = hostResolvConf();
+  const facts = readDirectFacts(instance, Object.keys(bridges));
+  const resolvConf = facts.resolvConf;
   for (const ns of nameservers(resolvConf)) {
     if (ns.includes(':')) reserved6.add(`${ns}/128`);
     else reserved4.add(`${ns}/32`);
@@ -246,24 +248,22 @@ export function assemble(instance: string, raw: RawObservation): Observation {
     nsLinks[container] = ns.foreign;
   }
 
-  const sysctls = readSysctls(Object.keys(bridges));
-
   return {
     state: {
       bridges,
       veths,
       namespaces,
-      sysctls,
+      sysctls: facts.sysctls,
       nft: raw.nft,
       files: raw.files,
-      resolver: observeResolver(instance),
+      resolver: facts.resolver,
     },
     resolvConf,
     host: {
       reserved4: [...reserved4].sort(),
       reserved6: [...reserved6].sort(),
-      ulaSeed: ulaSeed(),
-      ephemeralPorts: ephemeralRange(),
+      ulaSeed: facts.ulaSeed,
+      ephemeralPorts: facts.ephemeralPorts,
     },
     foreign: { hostLinks: foreignHost.sort(), netns: foreignNetns.sort(), nsLinks },
   };
@@ -279,29 +279,38 @@ function readSysctls(bridges: readonly string[]): Record<string, string> {
   return sysctls;
 }
 
-/**
- * The facts an observation reads directly every time (no notification reports their
- * change), as one string: equal strings, equal facts.
- */
-export function directFacts(instance: string, obs: Observation): string {
-  return JSON.stringify([
-    hostResolvConf(),
-    readSysctls(Object.keys(obs.state.bridges)),
-    observeResolver(instance) ?? null,
-    ulaSeed(),
-    ephemeralRange(),
-  ]);
+/** What an observation reads directly every time: no notification reports their change. */
+interface DirectFacts {
+  readonly resolvConf: string;
+  readonly sysctls: Readonly<Record<string, string>>;
+  readonly resolver: ResolverState | undefined;
+  readonly ulaSeed: string;
+  readonly ephemeralPorts?: readonly [number, number];
 }
 
-/** The same facts as they were read into `obs`. */
-export function directFactsOf(obs: Observation): string {
-  return JSON.stringify([
-    obs.resolvConf,
-    obs.state.sysctls,
-    obs.state.resolver ?? null,
-    obs.host.ulaSeed,
-    obs.host.ephemeralPorts,
-  ]);
+function readDirectFacts(instance: string, bridges: readonly string[]): DirectFacts {
+  return {
+    resolvConf: hostResolvConf(),
+    sysctls: readSysctls(bridges),
+    resolver: observeResolver(instance),
+    ulaSeed: ulaSeed(),
+    ephemeralPorts: ephemeralRange(),
+  };
+}
+
+const factsKey = (f: DirectFacts) =>
+  JSON.stringify([f.resolvConf, f.sysctls, f.resolver ?? null, f.ulaSeed, f.ephemeralPorts]);
+
+/** Whether the directly read facts differ now from what `obs` read. */
+export function directFactsChanged(instance: string, obs: Observation): boolean {
+  const then: DirectFacts = {
+    resolvConf: obs.resolvConf,
+    sysctls: obs.state.sysctls,
+    resolver: obs.state.resolver,
+    ulaSeed: obs.host.ulaSeed,
+    ephemeralPorts: obs.host.ephemeralPorts,
+  };
+  return factsKey(readDirectFacts(instance, Object.keys(obs.state.bridges))) !== factsKey(then);
 }
 
 function nsState(
