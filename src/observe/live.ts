@@ -38,7 +38,7 @@ import {
 import { NETNS_DIR, type NsView } from '../kernel/netns.js';
 import { nftListTable, nftWriterPids } from '../kernel/nft.js';
 import { parseAddr, parseLink, parseRoute } from '../kernel/rtparse.js';
-import { nftTableName } from '../model/names.js';
+import { netnsName, nftTableName, parseAlias } from '../model/names.js';
 import type { NftState } from '../model/state.js';
 import {
   assemble,
@@ -266,13 +266,16 @@ export class LiveObserver {
     switch (m.type) {
       case RTM.NEWLINK: {
         const l = parseLink(m.data);
-        if (l) this.links.set(l.index, l);
-        return !!l;
+        if (!l) return false;
+        this.links.set(l.index, l);
+        this.peerChanged(l);
+        return true;
       }
       case RTM.DELLINK: {
         const l = parseLink(m.data);
         if (!l) return false;
         this.links.delete(l.index);
+        this.peerChanged(l);
         for (const [k, a] of this.addrs) if (a.index === l.index) this.addrs.delete(k);
         for (const [k, r] of this.routes) if (r.oif === l.index) this.routes.delete(k);
         return true;
@@ -295,6 +298,17 @@ export class LiveObserver {
       }
     }
     return false;
+  }
+
+  /**
+   * A veth pair spans two namespaces: a change to tether's host end (deleted, say, which
+   * takes the container's end with it) marks the container's namespace stale at once, so
+   * a reconcile triggered by the host notification does not plan from a container view
+   * whose own notification has not arrived yet.
+   */
+  private peerChanged(l: NlLink): void {
+    const a = parseAlias(this.instance, l.alias);
+    if (a?.kind === 'ep') this.staleNs.add(`${NETNS_DIR}/${netnsName(this.instance, a.container)}`);
   }
 
   /**
