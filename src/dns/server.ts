@@ -47,7 +47,7 @@ export interface ListenerInfo {
 }
 
 /** Counters since start. */
-export interface ResolverStats {
+interface Counters {
   /** Messages received (UDP datagrams + TCP frames). */
   received: number;
   dropped: number;
@@ -60,6 +60,9 @@ export interface ResolverStats {
   upstreamAnswered: number;
   /** SERVFAIL sent: no upstreams, or none answered in time. */
   servfail: number;
+}
+
+export interface ResolverStats extends Counters {
   /** Forwarded queries currently waiting for an upstream. */
   inflight: number;
   tcpConnections: number;
@@ -80,17 +83,6 @@ export interface Resolver {
 }
 
 const noopLog: LogFn = () => {};
-
-interface Counters {
-  received: number;
-  dropped: number;
-  refused: number;
-  answered: number;
-  nxdomain: number;
-  forwarded: number;
-  upstreamAnswered: number;
-  servfail: number;
-}
 
 class Listener {
   network: string;
