@@ -174,11 +174,19 @@ async function cmdNetworkLs(opts: { file?: string }, g: Globals) {
 
 async function cmdNetworkInspect(names: string[], opts: { file?: string }, g: Globals) {
   const v = await worldView(g, opts.file);
-  const found = names.map((n) => v.networks.find((x) => x.Name === n || x.Id.startsWith(n)));
+  printInspect(
+    'network',
+    names,
+    names.map((n) => v.networks.find((x) => x.Name === n || x.Id.startsWith(n))),
+  );
+}
+
+/** Docker's inspect output: the objects found as JSON, an error line per name not found. */
+function printInspect(kind: string, names: readonly string[], found: readonly unknown[]): void {
   out(`${JSON.stringify(found.filter(Boolean), null, 4)}\n`);
   const missing = names.filter((_, i) => !found[i]);
   if (missing.length) {
-    for (const m of missing) warn(`Error: No such network: ${m}`);
+    for (const m of missing) warn(`Error: No such ${kind}: ${m}`);
     process.exitCode = 1;
   }
 }
@@ -207,13 +215,11 @@ async function cmdContainerLs(opts: { file?: string }, g: Globals) {
 
 async function cmdContainerInspect(names: string[], opts: { file?: string }, g: Globals) {
   const v = await worldView(g, opts.file);
-  const found = names.map((n) => v.containers.find((x) => x.Name === `/${n}` || x.Id.startsWith(n)));
-  out(`${JSON.stringify(found.filter(Boolean), null, 4)}\n`);
-  const missing = names.filter((_, i) => !found[i]);
-  if (missing.length) {
-    for (const m of missing) warn(`Error: No such container: ${m}`);
-    process.exitCode = 1;
-  }
+  printInspect(
+    'container',
+    names,
+    names.map((n) => v.containers.find((x) => x.Name === `/${n}` || x.Id.startsWith(n))),
+  );
 }
 
 async function cmdStatus(opts: { json?: boolean }, g: Globals) {

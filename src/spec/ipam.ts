@@ -340,19 +340,16 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
       const p = pools.get(a.network);
       const got = chosen.get(key(c.name, a.network));
       if (!p || !got) continue;
-      if (p.v4 && !got.v4) {
-        got.v4 = p.v4.next();
-        if (!got.v4)
+      for (const [fam, label] of [
+        ['v4', 'IPv4'],
+        ['v6', 'IPv6'],
+      ] as const) {
+        const pool = p[fam];
+        if (!pool || got[fam]) continue;
+        got[fam] = pool.next();
+        if (!got[fam])
           problems.push({
-            message: `network '${a.network}': no available IPv4 addresses for container '${c.name}'`,
-            src: a.src,
-          });
-      }
-      if (p.v6 && !got.v6) {
-        got.v6 = p.v6.next();
-        if (!got.v6)
-          problems.push({
-            message: `network '${a.network}': no available IPv6 addresses for container '${c.name}'`,
+            message: `network '${a.network}': no available ${label} addresses for container '${c.name}'`,
             src: a.src,
           });
       }
