@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { ManifestFile, Spec } from '../model/spec.js';
 import { loadSpec, loadSpecCached } from '../spec/load.js';
+import type { Piece } from '../spec/pieces.js';
 import { type ReadResult, resolveManifestPaths } from '../spec/read.js';
 
 const sha256hex = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
@@ -25,6 +26,8 @@ export class FileSource implements ManifestSource {
   private last: LoadedState | undefined;
   /** Parsed files by path and content: a save re-parses only the file that changed. */
   private readonly parsed = new Map<string, ReadResult>();
+  /** Each file's YAML pieces by text (spec/pieces.ts): an edit re-parses the entries it touched. */
+  private readonly pieces = new Map<string, Map<string, Piece>>();
 
   /**
    * The manifests as they are now. Unchanged files (same paths, same contents) give the
@@ -42,7 +45,7 @@ export class FileSource implements ManifestSource {
     const files = texts.map((t) => ({ ...t, sha256: sha256hex(t.text) }));
     const key = filesKey(files);
     if (this.last?.key === key) return this.last;
-    return this.loaded(loadSpecCached(files, this.parsed));
+    return this.loaded(loadSpecCached(files, this.parsed, this.pieces));
   }
 
   private loaded(spec: Spec): LoadedState {

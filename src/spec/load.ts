@@ -9,6 +9,7 @@ import type { Spec, SpecWarning } from '../model/spec.js';
 import { canonicalise } from './canonical.js';
 import { checkConsistency } from './consistency.js';
 import { applyDefaults } from './defaults.js';
+import type { Piece } from './pieces.js';
 import {
   manifestFiles,
   type ParsedFile,
@@ -37,6 +38,7 @@ export function loadSpecFromStrings(files: { path: string; text: string }[]): Sp
 export function loadSpecCached(
   files: { path: string; text: string; sha256: string }[],
   cache: Map<string, ReadResult>,
+  pieces?: Map<string, Map<string, Piece>>,
 ): Spec {
   const parts: ReadResult[] = [];
   const keep = new Set<string>();
@@ -44,10 +46,11 @@ export function loadSpecCached(
     const key = `${f.path}@${f.sha256}`;
     keep.add(key);
     let part = cache.get(key);
-    if (!part) cache.set(key, (part = parseManifests([f])));
+    if (!part) cache.set(key, (part = parseManifests([f], pieces)));
     parts.push(part);
   }
   for (const k of [...cache.keys()]) if (!keep.has(k)) cache.delete(k);
+  if (pieces) for (const p of [...pieces.keys()]) if (!files.some((f) => f.path === p)) pieces.delete(p);
   return finish({
     files: parts.flatMap((p) => p.files),
     problems: parts.flatMap((p) => p.problems),

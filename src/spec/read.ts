@@ -23,6 +23,7 @@ import {
 } from 'yaml';
 import type { SpecProblem } from '../model/errors.js';
 import type { ManifestFile, SourceRef, SpecWarning } from '../model/spec.js';
+import { mayRepeatKey, type Piece, type PiecewiseParse, parsePieces } from './pieces.js';
 
 /** A JSON path inside one document: map keys and sequence indexes. */
 export type Path = readonly (string | number)[];
@@ -33,13 +34,17 @@ export interface Origin {
   readonly path: Path;
 }
 
-/** One manifest file, parsed. `data` is the plain JS value of the document (null when empty). */
+/**
+ * One manifest file, parsed. `data` is the plain JS value of the document (null when
+ * empty). Its nodes are either one document (`doc`) or pieces (pieces.ts), whose values
+ * are shared, frozen, with earlier parses of the same piece text.
+ */
 export interface ParsedFile {
   readonly path: string;
   readonly text: string;
   readonly sha256: string;
-  readonly doc: Document.Parsed;
-  readonly lineCounter: LineCounter;
+  readonly whole?: { readonly doc: Document.Parsed; readonly lineCounter: LineCounter };
+  readonly pieces?: PiecewiseParse;
   readonly data: unknown;
 }
 
@@ -101,12 +106,29 @@ export async function readManifests(path: string): Promise<ReadResult> {
   return { ...parsed, problems: [...problems, ...parsed.problems] };
 }
 
-/** Parse manifests already in memory (tests, the daemon's file watcher). */
-export function parseManifests(files: readonly { path: string; text: string }[]): ReadResult {
+/**
+ * Parse manifests already in memory (tests, the daemon's file watcher). Given `pieces`
+ * (one cache per path, which the daemon keeps between loads), a file in the plain subset
+ * of YAML that pieces.ts splits is parsed in pieces, reusing the cached ones; any other
+ * file, one with a YAML problem, or any file when there is no cache, as one document.
+ */
+export function parseManifests(
+  files: readonly { path: string; text: string; sha256?: string }[],
+  pieces?: Map<string, Map<string, Piece>>,
+): ReadResult {
   const out: ParsedFile[] = [];
   const problems: SpecProblem[] = [];
   const warnings: SpecWarning[] = [];
   for (const f of files) {
+    const sha256 = f.sha256 ?? createHash('sha256').update(f.text, 'utf8').digest('hex');
+    let cache = pieces?.get(f.path);
+    if (pieces && !cache) pieces.set(f.path, (cache = new Map()));
+    // One-shot parses (no cache to keep) take the whole document: a little cheaper once.
+    const split = cache && parsePieces(f.text, cache);
+    if (split) {
+      out.push({ path: f.path, text: f.text, sha256, pieces: split, data: split.data });
+      continue;
+    }
     const { doc, lineCounter } = parseYaml(f.text);
     const at = (offset: number): SourceRef => ({ file: f.path, ...lineCounter.linePos(offset) });
     for (const e of doc.errors) {
@@ -116,14 +138,7 @@ export function parseManifests(files: readonly { path: string; text: string }[])
       warnings.push({ code: W_YAML, message: `YAML: ${w.message}`, src: at(w.pos[0]) });
     }
     const data = doc.errors.length === 0 ? doc.toJS({ maxAliasCount: 1000 }) : null;
-    out.push({
-      path: f.path,
-      text: f.text,
-      sha256: createHash('sha256').update(f.text, 'utf8').digest('hex'),
-      doc,
-      lineCounter,
-      data: data ?? null,
-    });
+    out.push({ path: f.path, text: f.text, sha256, whole: { doc, lineCounter }, data: data ?? null });
   }
   return { files: out, problems, warnings };
 }
@@ -144,28 +159,6 @@ function parseYaml(text: string): { doc: Document.Parsed; lineCounter: LineCount
   const fast = parse(false);
   if (fast.doc.errors.length === 0 && !mayRepeatKey(fast.doc.contents)) return fast;
   return parse(true);
-}
-
-/**
- * Whether some mapping under `node` has two scalar keys with the same value: yaml's
- * DUPLICATE_KEY test (other keys only clash with themselves). A Set also takes NaN for
- * NaN, which yaml does not: that only costs a second parse.
- */
-function mayRepeatKey(node: unknown): boolean {
-  if (isMap(node)) {
-    const seen = new Set<unknown>();
-    for (const pair of node.items) {
-      if (isScalar(pair.key)) {
-        if (seen.has(pair.key.value)) return true;
-        seen.add(pair.key.value);
-      }
-      if (mayRepeatKey(pair.key) || mayRepeatKey(pair.value)) return true;
-    }
-    return false;
-  }
-  if (isSeq(node)) return node.items.some(mayRepeatKey);
-  if (isPair(node)) return mayRepeatKey(node.key) || mayRepeatKey(node.value);
-  return false;
 }
 
 export function manifestFiles(files: readonly ParsedFile[]): ManifestFile[] {
@@ -213,8 +206,10 @@ export class Sources {
   ref(origin: Origin, opts: { key?: boolean } = {}): SourceRef {
     const f = this.byPath.get(origin.file);
     if (!f) return { file: origin.file, line: 1, col: 1 };
-    const offset = locate(f.doc, origin.path, opts.key ?? false, (m, key) => this.pair(m, key));
-    return { file: f.path, ...f.lineCounter.linePos(offset) };
+    const { doc, lineCounter, line0, path } = docOf(f, origin.path);
+    const offset = locate(doc, path, opts.key ?? false, (m, key) => this.pair(m, key));
+    const { line, col } = lineCounter.linePos(offset);
+    return { file: f.path, line: line + line0, col };
   }
 
   private pair(map: YAMLMap, key: string): Pair | undefined {
@@ -235,6 +230,24 @@ export class Sources {
   file(path: string): ParsedFile | undefined {
     return this.byPath.get(path);
   }
+}
+
+/** The document holding `path` in `f`, `path` inside it, and how many lines come before it. */
+function docOf(
+  f: ParsedFile,
+  path: Path,
+): { doc: Document.Parsed; lineCounter: LineCounter; line0: number; path: Path } {
+  if (f.whole) return { ...f.whole, line0: 0, path };
+  const sections = f.pieces!.sections;
+  const section = sections.get(String(path[0])) ?? sections.values().next().value!;
+  const entry = path.length > 1 ? section.entries?.get(String(path[1])) : undefined;
+  const at = entry ?? section.head;
+  return {
+    doc: at.piece.doc,
+    lineCounter: at.piece.lineCounter,
+    line0: at.line0,
+    path: entry ? path.slice(1) : path,
+  };
 }
 
 function locate(
