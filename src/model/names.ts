@@ -70,8 +70,24 @@ export type ParsedAlias =
   | { kind: 'ns'; container: string };
 
 /** Parses an alias written by this instance; undefined for anything else (foreign). */
+/** Parsed aliases by instance, then text: observing parses the same thousands of aliases each time. */
+const aliasCache = new Map<string, Map<string, ParsedAlias | null>>();
+
 export function parseAlias(instance: string, alias: string | undefined): ParsedAlias | undefined {
   if (!alias) return undefined;
+  let cache = aliasCache.get(instance);
+  if (!cache) aliasCache.set(instance, (cache = new Map()));
+  let parsed = cache.get(alias);
+  if (parsed === undefined) {
+    if (cache.size >= 1 << 14) cache.clear();
+    parsed = parseAliasText(instance, alias) ?? null;
+    if (parsed) Object.freeze(parsed);
+    cache.set(alias, parsed);
+  }
+  return parsed ?? undefined;
+}
+
+function parseAliasText(instance: string, alias: string): ParsedAlias | undefined {
   const prefix = `tether:${instance}:`;
   if (!alias.startsWith(prefix)) return undefined;
   const rest = alias.slice(prefix.length).split(':');

@@ -181,6 +181,7 @@ export class LiveObserver {
   /** Forget everything: the next observe reads all of it afresh. */
   invalidate(): void {
     this.generation++;
+    this.dirChanged = undefined;
     this.hostStale = true;
     this.allNsStale = true;
     this.nftStale = true;
@@ -235,8 +236,14 @@ export class LiveObserver {
       const prefix = `${this.instance}-`;
       this.dirWatch = fsWatch(NETNS_DIR, (_event, name) => {
         if (name?.startsWith(prefix)) this.generation++;
-        if (name?.startsWith(prefix) && !existsSync(`${NETNS_DIR}/${name}`))
-          this.changes$.next(`namespace ${name} removed`);
+        if (name) this.dirChanged?.add(`${NETNS_DIR}/${name}`);
+        else this.dirChanged = undefined;
+        if (!name?.startsWith(prefix)) return;
+        const path = `${NETNS_DIR}/${name}`;
+        const ino = nsInode(path);
+        if (ino === undefined) this.changes$.next(`namespace ${name} removed`);
+        else if (this.watches.has(path) && this.watches.get(path)!.ino !== ino)
+          this.changes$.next(`namespace ${name} replaced`);
       });
       this.dirWatch.on('error', () => {});
     } catch {
@@ -245,6 +252,12 @@ export class LiveObserver {
   }
 
   private dirWatch: FSWatcher | undefined;
+  /**
+   * Named namespace paths the directory watch reported since the last observe: only they
+   * (and namespaces not yet listened to) are stat'ed for a new inode. Undefined: no watch,
+   * or an event without a name: stat them all.
+   */
+  private dirChanged: Set<string> | undefined = new Set();
 
   private hostMessage(m: RawMsg): void {
     this.stats.notifications++;
@@ -444,9 +457,12 @@ export class LiveObserver {
       }
     }
     const toRead: NsTarget[] = [];
+    const changed = this.dirWatch ? this.dirChanged : undefined;
+    this.dirChanged = new Set();
     for (const t of targets) {
-      const ino = nsInode(t.path);
       const w = this.watches.get(t.path);
+      // A listened-to named namespace keeps its inode until the directory says otherwise.
+      const ino = w && !t.container && changed && !changed.has(t.path) ? w.ino : nsInode(t.path);
       if (w && w.ino !== ino) this.unwatch(t.path); // replaced by another namespace
       if (t.container) {
         // An attached namespace is someone else's: no listener (it would keep the

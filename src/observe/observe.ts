@@ -196,14 +196,7 @@ export function assemble(instance: string, raw: RawObservation): Observation {
       bridges[l.name] = { name: l.name, network: a.network, mtu: l.mtu, addrs: mine.sort(), up: l.up };
     } else if (a?.kind === 'ep' && l.kind === 'veth') {
       owned.add(l.index);
-      veths[l.name] = {
-        name: l.name,
-        container: a.container,
-        network: a.network,
-        master: l.master ? byIndex.get(l.master)?.name : undefined,
-        mtu: l.mtu,
-        up: l.up,
-      };
+      veths[l.name] = vethStateOf(l, a, l.master ? byIndex.get(l.master)?.name : undefined);
     } else {
       foreignHost.push(l.name);
     }
@@ -243,7 +236,7 @@ export function assemble(instance: string, raw: RawObservation): Observation {
       }
       container = a.container;
     }
-    const ns = nsState(instance, container, t, v);
+    const ns = nsStateOf(instance, container, t, v);
     namespaces[container] = ns.state;
     nsLinks[container] = ns.foreign;
   }
@@ -311,6 +304,47 @@ export function directFactsChanged(instance: string, obs: Observation): boolean 
     ephemeralPorts: obs.host.ephemeralPorts,
   };
   return factsKey(readDirectFacts(instance, Object.keys(obs.state.bridges))) !== factsKey(then);
+}
+
+/**
+ * A host veth's state, remembered per link object (the daemon keeps a link's object until
+ * a notification replaces it) and master name, for the same reason as nsStateOf.
+ */
+const vethStates = new WeakMap<NlLink, VethState>();
+
+function vethStateOf(
+  l: NlLink,
+  a: { container: string; network: string },
+  master: string | undefined,
+): VethState {
+  const hit = vethStates.get(l);
+  if (hit && hit.container === a.container && hit.network === a.network && hit.master === master) return hit;
+  const state: VethState = {
+    name: l.name,
+    container: a.container,
+    network: a.network,
+    master,
+    mtu: l.mtu,
+    up: l.up,
+  };
+  vethStates.set(l, state);
+  return state;
+}
+
+/**
+ * nsState, remembered per view: the daemon holds a namespace's view until a notification
+ * makes it read the namespace again, so an unchanged namespace keeps its NamespaceState
+ * object (which diff's per-container memo relies on) and costs a lookup.
+ */
+const nsStates = new WeakMap<NsView, { key: string; result: ReturnType<typeof nsState> }>();
+
+function nsStateOf(instance: string, container: string, t: NsTarget, v: NsView): ReturnType<typeof nsState> {
+  const key = `${instance}\u0000${container}\u0000${t.name ?? ''}\u0000${t.path}\u0000${!!t.container}`;
+  const hit = nsStates.get(v);
+  if (hit?.key === key) return hit.result;
+  const result = nsState(instance, container, t, v);
+  nsStates.set(v, { key, result });
+  return result;
 }
 
 function nsState(
