@@ -17,62 +17,27 @@ function minus(a: readonly string[], b: readonly string[]): string[] {
 export function diff(desired: KernelState, actual: KernelState, table: string): Plan {
   const del: Action[] = [];
   const add: Action[] = [];
-  const wantVeth = indexVeths(desired);
-  const haveVeth = indexVeths(actual);
-  const haveNs = keys(actual.namespaces);
-  const wantNs = keys(desired.namespaces);
 
-  // Namespaces tether created and no longer wants.
-  const dyingNs = new Set<string>();
-  for (const c of haveNs) {
-    const a = actual.namespaces[c]!;
-    if (!desired.namespaces[c] && !a.attached && a.netnsName) {
-      dyingNs.add(c);
-    } else if (desired.namespaces[c] && a.netnsName && desired.namespaces[c]!.attached) {
-      dyingNs.add(c); // was created by tether, now attached to a user namespace
-    }
+  // Per container: its namespace, its veths and what is inside (memoised, see containerDiff).
+  const vethDel: Action[] = [];
+  const nsDel: [string, readonly Action[]][] = [];
+  const netnsDel: [string, Action][] = [];
+  const netnsCreate: [string, Action][] = [];
+  const vethAdd: Action[] = [];
+  const nsAdd: [string, readonly Action[]][] = [];
+  for (const [c, g] of groupByContainer(desired, actual)) {
+    const out = containerDiffOf(c, g, desired.veths, actual.veths);
+    vethDel.push(...out.vethDel);
+    if (out.nsDel.length) nsDel.push([c, out.nsDel]);
+    if (out.netnsDel) netnsDel.push([c, out.netnsDel]);
+    if (out.netnsCreate) netnsCreate.push([c, out.netnsCreate]);
+    vethAdd.push(...out.vethAdd);
+    if (out.nsAdd.length) nsAdd.push([c, out.nsAdd]);
   }
-
-  // Veths: delete those not wanted, or wanted differently (other peer name or namespace).
-  const dyingVeth = new Set<string>();
-  for (const v of keys(actual.veths)) {
-    const a = actual.veths[v]!;
-    const d = desired.veths[v];
-    const ans = actual.namespaces[a.container];
-    const peerNow = ans && Object.values(ans.links).find((l) => l.network === a.network);
-    const dns = desired.namespaces[a.container];
-    const peerWant = dns && Object.values(dns.links).find((l) => l.network === a.network);
-    const recreate =
-      d && (!peerNow || !peerWant || peerNow.name !== peerWant.name || dyingNs.has(a.container));
-    if (!d || recreate) {
-      dyingVeth.add(v);
-      // A dying namespace takes its veths with it: the kernel removes all of a
-      // namespace's interfaces in one batch (one RCU grace period instead of one per
-      // veth), which apply waits for.
-      if (!dyingNs.has(a.container))
-        del.push({ op: 'veth.delete', container: a.container, network: a.network, name: v });
-    }
-  }
-
-  // Inside surviving namespaces: routes and addresses to remove.
-  for (const c of haveNs) {
-    if (dyingNs.has(c)) continue;
-    const a = actual.namespaces[c]!;
-    const d = desired.namespaces[c];
-    if (!d) continue;
-    for (const r of a.routes) {
-      const keep = d.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
-      const linkDying = isLinkDying(a, r.dev, dyingVeth, haveVeth);
-      if (!keep && !linkDying)
-        del.push({ op: 'route.del', container: c, nsPath: a.path, family: r.family, via: r.via, dev: r.dev });
-    }
-    for (const name of keys(a.links)) {
-      const dl = d.links[name];
-      if (!dl || isLinkDying(a, name, dyingVeth, haveVeth)) continue;
-      for (const cidr of minus(a.links[name]!.addrs, dl.addrs))
-        del.push({ op: 'addr.del', container: c, nsPath: a.path, dev: name, cidr });
-    }
-  }
+  const byName = (x: Action, y: Action) => cmp((x as { name: string }).name, (y as { name: string }).name);
+  const byFirst = <T>(x: [string, T], y: [string, T]) => cmp(x[0], y[0]);
+  del.push(...vethDel.sort(byName));
+  for (const [, actions] of nsDel.sort(byFirst)) del.push(...actions);
 
   // Bridges.
   for (const b of keys(actual.bridges)) {
@@ -81,18 +46,10 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     if (!d || d.network !== a.network) del.push({ op: 'bridge.delete', network: a.network, name: b });
     else for (const cidr of minus(a.addrs, d.addrs)) del.push({ op: 'addr.del', dev: b, cidr });
   }
-  for (const c of [...dyingNs].sort()) {
-    const a = actual.namespaces[c]!;
-    del.push({ op: 'netns.delete', container: c, name: a.netnsName! });
-  }
+  for (const [, a] of netnsDel.sort(byFirst)) del.push(a);
 
   // Creations and updates.
-  for (const c of wantNs) {
-    const d = desired.namespaces[c]!;
-    if (d.attached || !d.netnsName) continue;
-    if (!actual.namespaces[c] || dyingNs.has(c))
-      add.push({ op: 'netns.create', container: c, name: d.netnsName });
-  }
+  for (const [, a] of netnsCreate.sort(byFirst)) add.push(a);
   for (const b of keys(desired.bridges)) {
     const d = desired.bridges[b]!;
     const a = actual.bridges[b];
@@ -112,59 +69,8 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     if (actual.sysctls[k] !== want)
       add.push({ op: 'sysctl.set', key: k, value: want, from: actual.sysctls[k] });
   }
-  for (const v of keys(desired.veths)) {
-    const d = desired.veths[v]!;
-    const a = actual.veths[v];
-    const ns = desired.namespaces[d.container]!;
-    const peer = Object.values(ns.links).find((l) => l.network === d.network)!;
-    if (!a || dyingVeth.has(v)) {
-      add.push({
-        op: 'veth.create',
-        container: d.container,
-        network: d.network,
-        name: v,
-        peer: peer.name,
-        nsPath: ns.path,
-        master: d.master,
-        mtu: d.mtu,
-        mac: peer.mac,
-      });
-      continue;
-    }
-    const change: LinkChange = {};
-    if (d.master !== a.master) change.master = d.master;
-    if (d.mtu !== undefined && d.mtu !== a.mtu) change.mtu = d.mtu;
-    if (!a.up) change.up = true;
-    if (Object.keys(change).length) add.push({ op: 'link.set', name: v, change });
-  }
-  for (const c of wantNs) {
-    const d = desired.namespaces[c]!;
-    const a = dyingNs.has(c) ? undefined : actual.namespaces[c];
-    for (const name of keys(d.links)) {
-      const dl = d.links[name]!;
-      const veth = wantVeth.get(epKey(c, dl.network))!;
-      const fresh = !a?.links[name] || dyingVeth.has(veth.name) || !actual.veths[veth.name];
-      const al = fresh ? undefined : a!.links[name]!;
-      if (al) {
-        const change: LinkChange = {};
-        if (dl.mac && dl.mac !== al.mac) change.mac = dl.mac;
-        if (dl.mtu !== undefined && dl.mtu !== al.mtu) change.mtu = dl.mtu;
-        if (!al.up) change.up = true;
-        if (Object.keys(change).length)
-          add.push({ op: 'link.set', container: c, nsPath: d.path, name, change });
-      }
-      for (const cidr of al ? minus(dl.addrs, al.addrs) : dl.addrs)
-        add.push({ op: 'addr.add', container: c, nsPath: d.path, dev: name, cidr });
-    }
-    for (const r of d.routes) {
-      const fresh =
-        !a?.links[r.dev] || dyingVeth.has(wantVeth.get(epKey(c, d.links[r.dev]?.network ?? ''))?.name ?? '');
-      const have =
-        !fresh && a!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
-      if (!have)
-        add.push({ op: 'route.add', container: c, nsPath: d.path, family: r.family, via: r.via, dev: r.dev });
-    }
-  }
+  add.push(...vethAdd.sort(byName));
+  for (const [, actions] of nsAdd.sort(byFirst)) add.push(...actions);
 
   // nftables: replace the table when its skeleton differs, else element adds/deletes.
   const nft: Action[] = [];
@@ -209,6 +115,203 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   return { actions: [...del, ...add, ...nft, ...rest] };
 }
 
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** One container's part of both states: its namespace and its veths (in record order). */
+interface ContainerPart {
+  d?: NamespaceState;
+  a?: NamespaceState;
+  readonly dVeths: VethState[];
+  readonly aVeths: VethState[];
+}
+
+function groupByContainer(desired: KernelState, actual: KernelState): Map<string, ContainerPart> {
+  const groups = new Map<string, ContainerPart>();
+  const get = (c: string) => {
+    let g = groups.get(c);
+    if (!g) groups.set(c, (g = { dVeths: [], aVeths: [] }));
+    return g;
+  };
+  for (const [c, ns] of Object.entries(desired.namespaces)) get(c).d = ns;
+  for (const [c, ns] of Object.entries(actual.namespaces)) get(c).a = ns;
+  for (const v of Object.values(desired.veths)) get(v.container).dVeths.push(v);
+  for (const v of Object.values(actual.veths)) get(v.container).aVeths.push(v);
+  return groups;
+}
+
+/** One container's actions, by the place they take in the plan. */
+interface ContainerDiff {
+  /** veth.delete, sorted by name. */
+  readonly vethDel: readonly Action[];
+  /** route.del and addr.del inside its surviving namespace. */
+  readonly nsDel: readonly Action[];
+  readonly netnsDel?: Action;
+  readonly netnsCreate?: Action;
+  /** veth.create and link.set of its host veths, sorted by name. */
+  readonly vethAdd: readonly Action[];
+  /** link.set, addr.add and route.add inside its namespace. */
+  readonly nsAdd: readonly Action[];
+}
+
+/**
+ * containerDiff, remembered per namespace object: a container whose desired and observed
+ * namespace and veths are the very objects of the last diff gets the same actions
+ * without looking again. The daemon keeps unchanged containers' objects (observe.ts
+ * nsStateOf, desired.ts), so a reconcile after one edit diffs that container only.
+ */
+const memo = new WeakMap<NamespaceState, { part: ContainerPart; out: ContainerDiff }>();
+const sameList = <T>(x: readonly T[], y: readonly T[]) =>
+  x.length === y.length && x.every((v, i) => v === y[i]);
+
+function containerDiffOf(
+  c: string,
+  part: ContainerPart,
+  desiredVeths: KernelState['veths'],
+  actualVeths: KernelState['veths'],
+): ContainerDiff {
+  const key = part.d ?? part.a;
+  // The veths are looked up by name: only a container whose veths are all its own is memoised.
+  const own =
+    part.dVeths.every((v) => (actualVeths[v.name]?.container ?? c) === c) &&
+    part.aVeths.every((v) => (desiredVeths[v.name]?.container ?? c) === c);
+  const hit = key && own ? memo.get(key) : undefined;
+  if (
+    hit &&
+    hit.part.d === part.d &&
+    hit.part.a === part.a &&
+    sameList(hit.part.dVeths, part.dVeths) &&
+    sameList(hit.part.aVeths, part.aVeths)
+  )
+    return hit.out;
+  const out = containerDiff(c, part, desiredVeths, actualVeths);
+  if (key && own) memo.set(key, { part, out });
+  return out;
+}
+
+function containerDiff(
+  c: string,
+  { d, a, dVeths, aVeths }: ContainerPart,
+  desiredVeths: KernelState['veths'],
+  actualVeths: KernelState['veths'],
+): ContainerDiff {
+  const vethDel: Action[] = [];
+  const nsDel: Action[] = [];
+  const vethAdd: Action[] = [];
+  const nsAdd: Action[] = [];
+  const haveVeth: VethIndex = new Map(aVeths.map((v) => [epKey(v.container, v.network), v]));
+  const wantVeth: VethIndex = new Map(dVeths.map((v) => [epKey(v.container, v.network), v]));
+
+  // A namespace tether created and no longer wants, or one now attached to a user namespace.
+  const dying = !!a?.netnsName && (d ? d.attached : !a.attached);
+
+  // Veths: delete those not wanted, or wanted differently (other peer name or namespace).
+  const dyingVeth = new Set<string>();
+  for (const av of [...aVeths].sort((x, y) => cmp(x.name, y.name))) {
+    const dv = desiredVeths[av.name];
+    const peerNow = a && Object.values(a.links).find((l) => l.network === av.network);
+    const peerWant = d && Object.values(d.links).find((l) => l.network === av.network);
+    const recreate = dv && (!peerNow || !peerWant || peerNow.name !== peerWant.name || dying);
+    if (!dv || recreate) {
+      dyingVeth.add(av.name);
+      // A dying namespace takes its veths with it: the kernel removes all of a
+      // namespace's interfaces in one batch (one RCU grace period instead of one per
+      // veth), which apply waits for.
+      if (!dying)
+        vethDel.push({ op: 'veth.delete', container: av.container, network: av.network, name: av.name });
+    }
+  }
+
+  // Inside a surviving namespace: routes and addresses to remove.
+  if (a && d && !dying) {
+    for (const r of a.routes) {
+      const keep = d.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
+      const linkDying = isLinkDying(a, r.dev, dyingVeth, haveVeth);
+      if (!keep && !linkDying)
+        nsDel.push({
+          op: 'route.del',
+          container: c,
+          nsPath: a.path,
+          family: r.family,
+          via: r.via,
+          dev: r.dev,
+        });
+    }
+    for (const name of keys(a.links)) {
+      const dl = d.links[name];
+      if (!dl || isLinkDying(a, name, dyingVeth, haveVeth)) continue;
+      for (const cidr of minus(a.links[name]!.addrs, dl.addrs))
+        nsDel.push({ op: 'addr.del', container: c, nsPath: a.path, dev: name, cidr });
+    }
+  }
+  const netnsDel: Action | undefined = dying
+    ? { op: 'netns.delete', container: c, name: a!.netnsName! }
+    : undefined;
+  const netnsCreate: Action | undefined =
+    d && !d.attached && d.netnsName && (!a || dying)
+      ? { op: 'netns.create', container: c, name: d.netnsName }
+      : undefined;
+
+  if (d) {
+    for (const dv of [...dVeths].sort((x, y) => cmp(x.name, y.name))) {
+      const av = actualVeths[dv.name];
+      const peer = Object.values(d.links).find((l) => l.network === dv.network)!;
+      if (!av || dyingVeth.has(dv.name)) {
+        vethAdd.push({
+          op: 'veth.create',
+          container: dv.container,
+          network: dv.network,
+          name: dv.name,
+          peer: peer.name,
+          nsPath: d.path,
+          master: dv.master,
+          mtu: dv.mtu,
+          mac: peer.mac,
+        });
+        continue;
+      }
+      const change: LinkChange = {};
+      if (dv.master !== av.master) change.master = dv.master;
+      if (dv.mtu !== undefined && dv.mtu !== av.mtu) change.mtu = dv.mtu;
+      if (!av.up) change.up = true;
+      if (Object.keys(change).length) vethAdd.push({ op: 'link.set', name: dv.name, change });
+    }
+    const live = dying ? undefined : a;
+    for (const name of keys(d.links)) {
+      const dl = d.links[name]!;
+      const veth = wantVeth.get(epKey(c, dl.network))!;
+      const fresh = !live?.links[name] || dyingVeth.has(veth.name) || !actualVeths[veth.name];
+      const al = fresh ? undefined : live!.links[name]!;
+      if (al) {
+        const change: LinkChange = {};
+        if (dl.mac && dl.mac !== al.mac) change.mac = dl.mac;
+        if (dl.mtu !== undefined && dl.mtu !== al.mtu) change.mtu = dl.mtu;
+        if (!al.up) change.up = true;
+        if (Object.keys(change).length)
+          nsAdd.push({ op: 'link.set', container: c, nsPath: d.path, name, change });
+      }
+      for (const cidr of al ? minus(dl.addrs, al.addrs) : dl.addrs)
+        nsAdd.push({ op: 'addr.add', container: c, nsPath: d.path, dev: name, cidr });
+    }
+    for (const r of d.routes) {
+      const fresh =
+        !live?.links[r.dev] ||
+        dyingVeth.has(wantVeth.get(epKey(c, d.links[r.dev]?.network ?? ''))?.name ?? '');
+      const have =
+        !fresh && live!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
+      if (!have)
+        nsAdd.push({
+          op: 'route.add',
+          container: c,
+          nsPath: d.path,
+          family: r.family,
+          via: r.via,
+          dev: r.dev,
+        });
+    }
+  }
+  return { vethDel, nsDel, netnsDel, netnsCreate, vethAdd, nsAdd };
+}
+
 /** A link of a surviving namespace whose veth is being deleted or recreated. */
 function isLinkDying(
   a: NamespaceState,
@@ -222,5 +325,3 @@ function isLinkDying(
 
 type VethIndex = ReadonlyMap<string, VethState>;
 const epKey = (container: string, network: string) => `${container}\u0000${network}`;
-const indexVeths = (s: KernelState): VethIndex =>
-  new Map(Object.values(s.veths).map((v) => [epKey(v.container, v.network), v]));
