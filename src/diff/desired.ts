@@ -3,23 +3,54 @@
 import { dnsWorld } from '../dns/config.js';
 import { desiredSets } from '../firewall/elements.js';
 
-/** JSON with sorted keys, two-space indented: the resolver config as written to disk. */
+/**
+ * JSON with sorted keys, two-space indented: the resolver config as written to disk.
+ * Exactly JSON.stringify of a key-sorted copy with indent 2 (integer-like keys first, as
+ * JSON.stringify orders them), built here so that the text of a frozen object (the
+ * resolver entries dns/config.ts keeps per container) is made once and reused.
+ */
 export function canonicalJson(v: unknown): string {
-  return `${JSON.stringify(sortKeys(v), null, 2)}\n`;
+  return `${pretty(v, 0)}\n`;
 }
 
-/** A copy of `x` whose objects have their keys in sorted order, all the way down. */
-function sortKeys(x: unknown): unknown {
-  if (Array.isArray(x)) return x.map(sortKeys);
-  if (!x || typeof x !== 'object') return x;
-  // Null prototype: a "__proto__" key is stored as a key, as Object.fromEntries would.
-  const out: Record<string, unknown> = Object.create(null);
-  for (const k of Object.keys(x).sort()) out[k] = sortKeys((x as Record<string, unknown>)[k]);
-  return out;
+const texts = new WeakMap<object, Map<number, string>>();
+const INDEX = /^(?:0|[1-9]\d*)$/;
+const isIndex = (k: string) => INDEX.test(k) && Number(k) < 4294967295;
+const omitted = (v: unknown) => v === undefined || typeof v === 'function' || typeof v === 'symbol';
+
+function pretty(x: unknown, depth: number): string {
+  if (x === null || typeof x !== 'object') return JSON.stringify(x) ?? 'undefined';
+  const frozen = Object.isFrozen(x);
+  const known = frozen ? texts.get(x)?.get(depth) : undefined;
+  if (known !== undefined) return known;
+  const pad = '  '.repeat(depth + 1);
+  const items: string[] = [];
+  let text: string;
+  if (Array.isArray(x)) {
+    for (const v of x) items.push(pad + (omitted(v) ? 'null' : pretty(v, depth + 1)));
+    text = items.length ? `[\n${items.join(',\n')}\n${'  '.repeat(depth)}]` : '[]';
+  } else {
+    const keys = Object.keys(x).sort();
+    const ordered = [
+      ...keys.filter(isIndex).sort((a, b) => Number(a) - Number(b)),
+      ...keys.filter((k) => !isIndex(k)),
+    ];
+    for (const k of ordered) {
+      const v = (x as Record<string, unknown>)[k];
+      if (!omitted(v)) items.push(`${pad}${JSON.stringify(k)}: ${pretty(v, depth + 1)}`);
+    }
+    text = items.length ? `{\n${items.join(',\n')}\n${'  '.repeat(depth)}}` : '{}';
+  }
+  if (frozen) {
+    let byDepth = texts.get(x);
+    if (!byDepth) texts.set(x, (byDepth = new Map()));
+    byDepth.set(depth, text);
+  }
+  return text;
 }
 
 import { skeletonFingerprint } from '../firewall/rules.js';
-import type { Resolved } from '../model/resolved.js';
+import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import type {
   BridgeState,
   ContainerLinkState,
@@ -55,42 +86,9 @@ export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
   const namespaces: Record<string, NamespaceState> = {};
   for (const c of Object.values(r.containers)) {
     if (c.mode === 'host') continue;
-    const links: Record<string, ContainerLinkState> = {};
-    const routes: RouteState[] = [];
-    for (const e of c.endpoints) {
-      const net = r.networks[e.network]!;
-      veths[e.hostVeth] = {
-        name: e.hostVeth,
-        container: c.name,
-        network: e.network,
-        master: bridgeOf[e.network],
-        mtu: net.spec.mtu,
-        up: true,
-      };
-      const addrs: string[] = [];
-      if (e.ipv4) addrs.push(`${e.ipv4}/${e.prefix4}`);
-      if (e.ipv6) addrs.push(`${e.ipv6}/${e.prefix6}`);
-      links[e.ifname] = {
-        name: e.ifname,
-        network: e.network,
-        mac: e.mac,
-        mtu: net.spec.mtu,
-        addrs: addrs.sort(),
-        up: true,
-      };
-      if (e.isGateway4 && net.v4?.routeVia)
-        routes.push({ family: 4, dst: 'default', via: net.v4.routeVia, dev: e.ifname });
-      if (e.isGateway6 && net.v6?.routeVia)
-        routes.push({ family: 6, dst: 'default', via: net.v6.routeVia, dev: e.ifname });
-    }
-    namespaces[c.name] = {
-      container: c.name,
-      netnsName: c.netnsName,
-      path: c.netnsPath,
-      attached: c.attached,
-      links,
-      routes,
-    };
+    const part = containerStateOf(c, r.networks);
+    for (const v of part.veths) veths[v.name] = v;
+    namespaces[c.name] = part.ns;
   }
   const sysctls: Record<string, string> = {};
   if (Object.keys(bridges).length) sysctls['net.ipv4.ip_forward'] = '1';
@@ -116,4 +114,66 @@ export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
       ? { skeleton: skeletonFingerprint(), sets: desiredSets(r, new Set(Object.keys(bridges))) }
       : { sets: {} },
   };
+}
+
+interface ContainerPart {
+  readonly ns: NamespaceState;
+  readonly veths: readonly VethState[];
+}
+
+/**
+ * One container's namespace and host veths, remembered per resolved container (which
+ * resolve() keeps while unchanged) and the networks it is on: the same objects come back,
+ * and diff's own memo then skips the container.
+ */
+const parts = new WeakMap<ResolvedContainer, { nets: readonly ResolvedNetwork[]; part: ContainerPart }>();
+
+function containerStateOf(c: ResolvedContainer, networks: Resolved['networks']): ContainerPart {
+  const nets = c.endpoints.map((e) => networks[e.network]!);
+  const hit = parts.get(c);
+  if (hit && hit.nets.length === nets.length && hit.nets.every((n, i) => n === nets[i])) return hit.part;
+  const part = containerState(c, nets);
+  parts.set(c, { nets, part });
+  return part;
+}
+
+function containerState(c: ResolvedContainer, nets: readonly ResolvedNetwork[]): ContainerPart {
+  const links: Record<string, ContainerLinkState> = {};
+  const routes: RouteState[] = [];
+  const veths: VethState[] = [];
+  c.endpoints.forEach((e, i) => {
+    const net = nets[i]!;
+    veths.push({
+      name: e.hostVeth,
+      container: c.name,
+      network: e.network,
+      master: net.bridge,
+      mtu: net.spec.mtu,
+      up: true,
+    });
+    const addrs: string[] = [];
+    if (e.ipv4) addrs.push(`${e.ipv4}/${e.prefix4}`);
+    if (e.ipv6) addrs.push(`${e.ipv6}/${e.prefix6}`);
+    links[e.ifname] = {
+      name: e.ifname,
+      network: e.network,
+      mac: e.mac,
+      mtu: net.spec.mtu,
+      addrs: addrs.sort(),
+      up: true,
+    };
+    if (e.isGateway4 && net.v4?.routeVia)
+      routes.push({ family: 4, dst: 'default', via: net.v4.routeVia, dev: e.ifname });
+    if (e.isGateway6 && net.v6?.routeVia)
+      routes.push({ family: 6, dst: 'default', via: net.v6.routeVia, dev: e.ifname });
+  });
+  const ns: NamespaceState = {
+    container: c.name,
+    netnsName: c.netnsName,
+    path: c.netnsPath,
+    attached: c.attached,
+    links,
+    routes,
+  };
+  return { ns, veths };
 }

@@ -8,6 +8,7 @@
  * The default bridge has no embedded DNS (Docker's legacy behaviour).
  */
 import { join } from 'node:path';
+import { freezeData } from '../model/intern.js';
 import type { Resolved } from '../model/resolved.js';
 import { parseResolvConf, renderHosts, renderResolvConf } from './files.js';
 import type { ProxySpec } from './proxy.js';
@@ -37,70 +38,128 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
     });
   }
   // Each served network's first listen address: its containers' resolver.
-  const resolverOf = new Map(networks.map((n) => [n.name, n.listen[0]!]));
-  const served = new Set(resolverOf.keys());
-  const daemonDns = r.spec.daemon.dns.join();
+  const ctx: DnsContext = {
+    resolverOf: new Map(networks.map((n) => [n.name, n.listen[0]!])),
+    daemon: r.spec.daemon,
+    networks: r.networks,
+    hostResolvConf,
+    // `host-gateway` is the default bridge's gateway, as in Docker.
+    hostGateway: r.networks.bridge?.v4?.gateway,
+    etc: netnsEtc(),
+  };
+  const key = JSON.stringify([
+    networks,
+    Object.values(r.networks).map((n) => [n.name, n.spec.internal]),
+    ctx.daemon.dns,
+    ctx.daemon.dnsSearch,
+    ctx.daemon.dnsOpts,
+    hostResolvConf,
+    ctx.hostGateway,
+    ctx.etc,
+  ]);
   const endpoints: DnsConfig['endpoints'] = [];
+  const files: Record<string, string> = {};
   for (const c of Object.values(r.containers)) {
-    if (!c.endpoints.some((e) => served.has(e.network))) continue;
-    // The container's own `dns:` servers are its forwarders; a container with no
-    // external access (internal networks only) gets none, as in Docker.
-    const external = c.endpoints.some((x) => !r.networks[x.network]!.spec.internal);
-    const ownDns = c.spec.dns.length > 0 && c.spec.dns.join() !== daemonDns;
-    for (const e of c.endpoints) {
-      if (!served.has(e.network)) continue;
-      const names = [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])];
-      const own = !external ? [] : ownDns ? [...c.spec.dns] : undefined;
-      endpoints.push({
-        container: c.name,
-        network: e.network,
-        names: [...new Set(names)],
-        ipv4: e.ipv4,
-        ipv6: e.ipv6,
-        ...(own ? { upstreams: own } : {}),
-      });
-    }
+    let part = parts.get(c);
+    if (part?.key !== key) parts.set(c, (part = { key, ...containerDns(c, ctx) }));
+    endpoints.push(...part.endpoints);
+    for (const [path, text] of part.files) files[path] = text;
   }
   const host = parseResolvConf(hostResolvConf);
   const upstreams = r.spec.daemon.dns.length ? [...r.spec.daemon.dns] : host.nameservers;
-
-  const files: Record<string, string> = {};
-  const hostGateway = r.networks.bridge?.v4?.gateway;
-  const etc = netnsEtc();
-  for (const c of Object.values(r.containers)) {
-    if (!c.netnsName) continue;
-    // The resolver of the gateway endpoint's network, else of the first served one.
-    const dnsEp =
-      c.endpoints.find((e) => e.isGateway4 && served.has(e.network)) ??
-      c.endpoints.find((e) => served.has(e.network));
-    const resolverIp = dnsEp && resolverOf.get(dnsEp.network);
-    const ipv6 = c.endpoints.some((e) => e.ipv6);
-    const dir = join(etc, c.netnsName);
-    files[join(dir, 'resolv.conf')] = renderResolvConf({
-      nameservers: resolverIp ? [resolverIp] : [...(c.spec.dns.length ? c.spec.dns : r.spec.daemon.dns)],
-      search: c.spec.dnsSearch.length ? [...c.spec.dnsSearch] : [...r.spec.daemon.dnsSearch],
-      options: c.spec.dnsOpt.length ? [...c.spec.dnsOpt] : [...r.spec.daemon.dnsOpts],
-      embedded: !!resolverIp,
-      hostResolvConf,
-      ipv6,
-    });
-    files[join(dir, 'hosts')] = renderHosts({
-      hostname: c.spec.hostname ?? c.id.slice(0, 12),
-      addresses: ownAddresses(c.endpoints),
-      // `host-gateway` is the default bridge's gateway, as in Docker.
-      extraHosts: c.spec.extraHosts.map((h) => ({
-        host: h.host,
-        ip: h.ip === 'host-gateway' ? (hostGateway ?? h.ip) : h.ip,
-      })),
-      ipv6,
-      containerName: c.name,
-    });
-  }
   return {
     config: networks.length ? { networks, endpoints, upstreams } : undefined,
     proxies: loopbackProxies(r),
     files,
   };
+}
+
+interface DnsContext {
+  /** Served network → the resolver address its containers use. */
+  readonly resolverOf: ReadonlyMap<string, string>;
+  readonly daemon: Resolved['spec']['daemon'];
+  readonly networks: Resolved['networks'];
+  readonly hostResolvConf: string;
+  readonly hostGateway?: string;
+  readonly etc: string;
+}
+
+type ResolvedContainer = Resolved['containers'][string];
+type DnsEndpoint = DnsConfig['endpoints'][number];
+
+/**
+ * Each container's part, remembered per resolved container (kept by resolve() while
+ * unchanged) and the context it was made in (`key`): an edit renders one container's files.
+ */
+const parts = new WeakMap<
+  ResolvedContainer,
+  { key: string; endpoints: readonly DnsEndpoint[]; files: readonly [string, string][] }
+>();
+
+/** One container's names for the resolver, and its resolv.conf and hosts. */
+function containerDns(
+  c: ResolvedContainer,
+  ctx: DnsContext,
+): { endpoints: DnsEndpoint[]; files: [string, string][] } {
+  const endpoints: DnsEndpoint[] = [];
+  const files: [string, string][] = [];
+  const served = ctx.resolverOf;
+  if (c.endpoints.some((e) => served.has(e.network))) {
+    // The container's own `dns:` servers are its forwarders; a container with no
+    // external access (internal networks only) gets none, as in Docker.
+    const external = c.endpoints.some((x) => !ctx.networks[x.network]!.spec.internal);
+    const ownDns = c.spec.dns.length > 0 && c.spec.dns.join() !== ctx.daemon.dns.join();
+    for (const e of c.endpoints) {
+      if (!served.has(e.network)) continue;
+      const names = [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])];
+      const own = !external ? [] : ownDns ? [...c.spec.dns] : undefined;
+      // Frozen: canonicalJson keeps the text of frozen objects.
+      endpoints.push(
+        freezeData({
+          container: c.name,
+          network: e.network,
+          names: [...new Set(names)],
+          ipv4: e.ipv4,
+          ipv6: e.ipv6,
+          ...(own ? { upstreams: own } : {}),
+        }),
+      );
+    }
+  }
+  if (c.netnsName) {
+    // The resolver of the gateway endpoint's network, else of the first served one.
+    const dnsEp =
+      c.endpoints.find((e) => e.isGateway4 && served.has(e.network)) ??
+      c.endpoints.find((e) => served.has(e.network));
+    const resolverIp = dnsEp && served.get(dnsEp.network);
+    const ipv6 = c.endpoints.some((e) => e.ipv6);
+    const dir = join(ctx.etc, c.netnsName);
+    files.push([
+      join(dir, 'resolv.conf'),
+      renderResolvConf({
+        nameservers: resolverIp ? [resolverIp] : [...(c.spec.dns.length ? c.spec.dns : ctx.daemon.dns)],
+        search: c.spec.dnsSearch.length ? [...c.spec.dnsSearch] : [...ctx.daemon.dnsSearch],
+        options: c.spec.dnsOpt.length ? [...c.spec.dnsOpt] : [...ctx.daemon.dnsOpts],
+        embedded: !!resolverIp,
+        hostResolvConf: ctx.hostResolvConf,
+        ipv6,
+      }),
+    ]);
+    files.push([
+      join(dir, 'hosts'),
+      renderHosts({
+        hostname: c.spec.hostname ?? c.id.slice(0, 12),
+        addresses: ownAddresses(c.endpoints),
+        extraHosts: c.spec.extraHosts.map((h) => ({
+          host: h.host,
+          ip: h.ip === 'host-gateway' ? (ctx.hostGateway ?? h.ip) : h.ip,
+        })),
+        ipv6,
+        containerName: c.name,
+      }),
+    ]);
+  }
+  return { endpoints, files };
 }
 
 /** A container's addresses, endpoint by endpoint, IPv4 before IPv6. */

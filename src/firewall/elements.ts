@@ -3,7 +3,7 @@
  * Key strings follow nft's text: "a . b . c" for concatenations, "key : value" for maps.
  */
 import { canonicalIp } from '../model/ip.js';
-import type { Resolved } from '../model/resolved.js';
+import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import { SETS } from './rules.js';
 
 const isNat = (mode: string) => mode === 'nat' || mode === 'nat-unprotected';
@@ -33,29 +33,51 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
     }
   }
   for (const c of Object.values(r.containers)) {
-    for (const e of c.endpoints) if (!r.networks[e.network]!.spec.icc) add('noicc_ports', e.hostVeth);
-    for (const p of c.ports) {
-      const v = String(p.family);
-      const cip = canonicalIp(p.containerIp);
-      const inner = `${cip} . ${p.protocol} . ${p.containerPort}`;
-      if (p.mode === 'routed') {
-        add(`routed${v}`, inner);
-        continue;
-      }
-      // No host port: nothing to NAT. proxy: served in userland (IPv6 → an IPv4-only
-      // container). ::1: IPv6 loopback cannot be DNAT'd out of `lo`; the userland proxy
-      // serves it (nat-output lets ::1 through untouched).
-      if (!p.hostPort || p.proxy || p.hostIp === '::1') continue;
-      const any = p.hostIp === '0.0.0.0' || p.hostIp === '::';
-      const key = any
-        ? `${p.protocol} . ${p.hostPort}`
-        : `${canonicalIp(p.hostIp)} . ${p.protocol} . ${p.hostPort}`;
-      const map = any ? `dnatany${v}` : `dnat${v}`;
-      add(`${map}_addr`, `${key} : ${cip}`);
-      add(`${map}_port`, `${key} : ${p.containerPort}`);
-      add(`published${v}`, inner);
-    }
+    const nets = c.endpoints.map((e) => r.networks[e.network]!);
+    let part = parts.get(c);
+    if (!part || part.nets.length !== nets.length || part.nets.some((n, i) => n !== nets[i]))
+      parts.set(c, (part = { nets, elements: containerElements(c, nets) }));
+    for (const [set, key] of part.elements) add(set, key);
   }
   for (const k of Object.keys(sets)) sets[k] = [...new Set(sets[k])].sort();
   return sets;
+}
+
+/**
+ * One container's elements, remembered per resolved container (kept by resolve() while
+ * unchanged) and the networks it is on.
+ */
+const parts = new WeakMap<
+  ResolvedContainer,
+  { nets: readonly ResolvedNetwork[]; elements: readonly [string, string][] }
+>();
+
+function containerElements(c: ResolvedContainer, nets: readonly ResolvedNetwork[]): [string, string][] {
+  const out: [string, string][] = [];
+  const add = (name: string, key: string) => out.push([name, key]);
+  c.endpoints.forEach((e, i) => {
+    if (!nets[i]!.spec.icc) add('noicc_ports', e.hostVeth);
+  });
+  for (const p of c.ports) {
+    const v = String(p.family);
+    const cip = canonicalIp(p.containerIp);
+    const inner = `${cip} . ${p.protocol} . ${p.containerPort}`;
+    if (p.mode === 'routed') {
+      add(`routed${v}`, inner);
+      continue;
+    }
+    // No host port: nothing to NAT. proxy: served in userland (IPv6 → an IPv4-only
+    // container). ::1: IPv6 loopback cannot be DNAT'd out of `lo`; the userland proxy
+    // serves it (nat-output lets ::1 through untouched).
+    if (!p.hostPort || p.proxy || p.hostIp === '::1') continue;
+    const any = p.hostIp === '0.0.0.0' || p.hostIp === '::';
+    const key = any
+      ? `${p.protocol} . ${p.hostPort}`
+      : `${canonicalIp(p.hostIp)} . ${p.protocol} . ${p.hostPort}`;
+    const map = any ? `dnatany${v}` : `dnat${v}`;
+    add(`${map}_addr`, `${key} : ${cip}`);
+    add(`${map}_port`, `${key} : ${p.containerPort}`);
+    add(`published${v}`, inner);
+  }
+  return out;
 }

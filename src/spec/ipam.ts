@@ -13,6 +13,7 @@
  * Pure: observed facts come in as arguments.
  */
 import { SpecError, type SpecProblem } from '../model/errors.js';
+import { internRecord } from '../model/intern.js';
 import {
   addrOf,
   type Cidr,
@@ -422,8 +423,20 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
   }
   resolveAllPorts(spec, containers, networks, actual, host.ephemeralPorts ?? [32768, 60999], problems);
   if (problems.length) throw new SpecError(problems);
-  return { instance, spec, networks, containers };
+  // Unchanged networks and containers keep the objects of this instance's last result.
+  const prev = lastResolved.get(instance);
+  const result: Resolved = {
+    instance,
+    spec,
+    networks: internRecord(networks, prev?.networks),
+    containers: internRecord(containers, prev?.containers),
+  };
+  lastResolved.set(instance, result);
+  return result;
 }
+
+/** Each instance's last resolve() result, for internRecord. */
+const lastResolved = new Map<string, Resolved>();
 
 /**
  * Docker's `Endpoint.Less` (§3.4): gw_priority desc, non-internal first, dual-stack first,

@@ -1,0 +1,49 @@
+/**
+ * Keeping yesterday's objects: the daemon recomputes its desired world from scratch on
+ * every edit, and the later stages (desired state, diff) remember their work per object
+ * identity. Interning a freshly computed record against the previous one hands them the
+ * previous object wherever nothing changed, so one edit costs one container's work.
+ */
+
+/** Structural equality of plain data: objects (own enumerable keys), arrays, primitives. */
+export function sameData(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameData(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) {
+    if (!Object.hasOwn(b, k)) return false;
+    if (!sameData((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
+  }
+  return true;
+}
+
+/** Freeze plain data all the way down (stopping at what is frozen already). */
+export function freezeData<T>(x: T): T {
+  if (x === null || typeof x !== 'object' || Object.isFrozen(x)) return x;
+  Object.freeze(x);
+  for (const v of Object.values(x)) freezeData(v);
+  return x;
+}
+
+/**
+ * `next`, with each value replaced by the value of the same key in `prev` when the two
+ * are equal as data. The values are frozen: a kept object is shared between results.
+ */
+export function internRecord<T>(
+  next: Readonly<Record<string, T>>,
+  prev: Readonly<Record<string, T>> | undefined,
+): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const [k, v] of Object.entries(next)) {
+    const old = prev && Object.hasOwn(prev, k) ? prev[k] : undefined;
+    out[k] = old !== undefined && sameData(old, v) ? old : freezeData(v);
+  }
+  return out;
+}
