@@ -13,7 +13,9 @@
  * (with its origin) so that the consistency phase can name both places of a clash.
  * The small IP toolkit the later phases share lives here too.
  */
+
 import type { SpecProblem } from '../model/errors.js';
+import { freezeData } from '../model/intern.js';
 import {
   contains,
   familyOf,
@@ -440,7 +442,8 @@ export function canonicalFile(f: ParsedFile, sources: Sources): { file: CanonFil
   for (const section of ['containers', 'services'] as const) {
     const sec = data[section];
     if (!isObj(sec)) continue;
-    for (const [name, raw] of Object.entries(sec)) containers.push(canonContainer(c, section, name, raw));
+    for (const [name, raw] of Object.entries(sec))
+      containers.push(canonContainerOf(c, f.path, section, name, raw));
   }
   return { file: { file: f.path, daemon, networks, containers }, problems: c.problems };
 }
@@ -518,6 +521,36 @@ function canonNetwork(c: Canon, name: string, raw: unknown): CanonNetwork {
 }
 
 const ENDPOINT_IFNAME = 'com.docker.network.endpoint.ifname';
+
+/**
+ * canonContainer, remembered per raw entry: an entry parsed in pieces (read.ts) keeps its
+ * frozen value while its text is unchanged, and its canonical form holds no line numbers
+ * (origins are paths), so the same entry in the same place of the same file gives the same
+ * (frozen) result. Entries with problems are not remembered: their messages carry lines.
+ */
+const canonMemo = new WeakMap<
+  object,
+  { file: string; section: string; name: string; result: CanonContainer }
+>();
+
+function canonContainerOf(
+  c: Canon,
+  file: string,
+  section: 'containers' | 'services',
+  name: string,
+  raw: unknown,
+): CanonContainer {
+  const frozen = isObj(raw) && Object.isFrozen(raw);
+  const hit = frozen ? canonMemo.get(raw) : undefined;
+  if (hit && hit.file === file && hit.section === section && hit.name === name) return hit.result;
+  const before = c.problems.length;
+  const result = canonContainer(c, section, name, raw);
+  if (frozen && c.problems.length === before) {
+    freezeData(result);
+    canonMemo.set(raw, { file, section, name, result });
+  }
+  return result;
+}
 
 function canonContainer(
   c: Canon,

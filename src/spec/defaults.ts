@@ -15,7 +15,9 @@
  * When a name is defined more than once, the first definition is used; the consistency
  * phase reports the duplicate. No addresses are allocated here (that is IPAM's job).
  */
+
 import type { SpecProblem } from '../model/errors.js';
+import { freezeData, sameData } from '../model/intern.js';
 import type {
   AttachmentSpec,
   ContainerSpec,
@@ -151,7 +153,7 @@ export function applyDefaults(
 
   const containers: Record<string, ContainerSpec> = {};
   for (const [name, defs] of model.containers) {
-    containers[name] = buildContainer(defs[0], daemon, sources, warnings);
+    containers[name] = buildContainerOf(defs[0], daemon, sources, warnings);
   }
 
   const spec: Spec = { daemon, networks, containers, files: [...files], warnings };
@@ -339,6 +341,43 @@ export function containerMode(c: CanonContainer): NetworkMode {
   if (c.networks.some((a) => a.network === 'host')) return 'host';
   if (c.networks.some((a) => a.network === 'none')) return 'none';
   return 'bridge';
+}
+
+/**
+ * buildContainer, remembered per canonical container (canonical.ts keeps it while the
+ * entry's text is unchanged), the line its entry starts on (every place it reports lies
+ * inside the entry) and the daemon's DNS defaults it copies: an unchanged container keeps
+ * its ContainerSpec object, frozen, and its warnings are given again.
+ */
+const built = new WeakMap<
+  CanonContainer,
+  { line: number; daemon: DaemonSpec; result: ContainerSpec; warnings: readonly SpecWarning[] }
+>();
+
+function buildContainerOf(
+  c: CanonContainer,
+  daemon: DaemonSpec,
+  sources: Sources,
+  warnings: SpecWarning[],
+): ContainerSpec {
+  const line = Object.isFrozen(c) ? sources.entryLine(c.at) : undefined;
+  const hit = line === undefined ? undefined : built.get(c);
+  if (
+    hit &&
+    hit.line === line &&
+    (hit.daemon === daemon ||
+      (sameData(hit.daemon.dns, daemon.dns) &&
+        sameData(hit.daemon.dnsSearch, daemon.dnsSearch) &&
+        sameData(hit.daemon.dnsOpts, daemon.dnsOpts)))
+  ) {
+    warnings.push(...hit.warnings);
+    return hit.result;
+  }
+  const mine: SpecWarning[] = [];
+  const result = buildContainer(c, daemon, sources, mine);
+  warnings.push(...mine);
+  if (line !== undefined) built.set(c, { line, daemon, result: freezeData(result), warnings: mine });
+  return result;
 }
 
 function buildContainer(

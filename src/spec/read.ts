@@ -226,6 +226,16 @@ export class Sources {
     return index.get(key);
   }
 
+  /**
+   * Where the entry at `origin` (a [section, name] path) of a file parsed in pieces
+   * starts: while it is the same, every place inside the entry is the same too (its piece
+   * text is). Undefined for a file parsed whole.
+   */
+  entryLine(origin: Origin): number | undefined {
+    const sections = this.byPath.get(origin.file)?.pieces?.sections;
+    return sections?.get(String(origin.path[0]))?.entries?.get(String(origin.path[1]))?.line0;
+  }
+
   /** The file's data, for phases that walk values. */
   file(path: string): ParsedFile | undefined {
     return this.byPath.get(path);
