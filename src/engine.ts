@@ -19,6 +19,8 @@ import { resolve } from './spec/ipam.js';
 
 export interface PlanResult {
   readonly plan: Plan;
+  /** Milliseconds of the plan's steps: observe, resolve (IPAM), desired, diff. */
+  readonly steps?: Readonly<Record<string, number>>;
   readonly observation: Observation;
   readonly resolved?: Resolved;
   readonly desired: KernelState;
@@ -80,23 +82,34 @@ export async function makePlan(engine: Engine, spec: Spec | undefined): Promise<
     live.stats.plansReused++;
     return last.result;
   }
+  const t0 = performance.now();
   const observation = await observeFor(engine, spec);
   const stamp = live?.lastStamp;
-  const result = await planFrom(engine, spec, observation);
+  const result = planFrom(engine, spec, observation, ms(t0, performance.now()));
   if (live && stamp) lastPlans.set(engine, { spec, stamp, result });
   return result;
 }
 
-async function planFrom(
+function planFrom(
   engine: Engine,
   spec: Spec | undefined,
   observation: Observation,
-): Promise<PlanResult> {
+  observeMs: number,
+): PlanResult {
+  const t0 = performance.now();
   const resolved = spec ? resolve(spec, engine.instance, observation.state, observation.host) : undefined;
+  const t1 = performance.now();
   const desired = resolved ? desiredState(resolved, observation.resolvConf) : EMPTY_STATE;
+  const t2 = performance.now();
   const plan = diff(desired, observation.state, nftTableName(engine.instance));
   checkClashes(plan, observation, nftTableName(engine.instance));
-  return { plan, observation, resolved, desired };
+  const steps = {
+    observe: observeMs,
+    resolve: ms(t0, t1),
+    desired: ms(t1, t2),
+    diff: ms(t2, performance.now()),
+  };
+  return { plan, observation, resolved, desired, steps };
 }
 
 /** A name tether wants that a foreign object already holds is an error, never a takeover. */
@@ -179,7 +192,13 @@ export async function applyPlan(
   }
   const planned = performance.now();
   if (first.plan.actions.length === 0) {
-    return { ...first, writes: 0, residual: first.plan, after: first, timings: { plan: ms(t0, planned) } };
+    return {
+      ...first,
+      writes: 0,
+      residual: first.plan,
+      after: first,
+      timings: { plan: ms(t0, planned), ...prefix('plan.', first.steps ?? {}) },
+    };
   }
   let result: Awaited<ReturnType<typeof apply>>;
   try {
@@ -208,6 +227,7 @@ export async function applyPlan(
   };
   const timings = {
     plan: ms(t0, planned),
+    ...prefix('plan.', first.steps ?? {}),
     ...prefix('apply.', phases),
     apply: ms(planned, applied),
     verify: ms(applied, performance.now()),
