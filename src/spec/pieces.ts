@@ -11,7 +11,9 @@
  * error, a warning or a repeated key, makes `parsePieces` return undefined and the caller
  * parses the whole text as one document (which then reports the exact YAML errors).
  */
+
 import { type Document, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { freezeData } from '../model/intern.js';
 
 /** One piece: its document, and the one key it maps to its value. */
 export interface Piece {
@@ -168,7 +170,7 @@ function parsePiece(text: string): Piece | undefined {
   const js = doc.toJS() as Record<string, unknown>;
   const keys = Object.keys(js);
   if (keys.length !== 1 || keys[0] === '__proto__') return undefined;
-  return { doc, lineCounter, key: keys[0]!, value: freeze(js[keys[0]!]) };
+  return { doc, lineCounter, key: keys[0]!, value: freezeData(js[keys[0]!]) };
 }
 
 /**
@@ -191,11 +193,4 @@ export function mayRepeatKey(node: unknown): boolean {
   if (isSeq(node)) return node.items.some(mayRepeatKey);
   if (isPair(node)) return mayRepeatKey(node.key) || mayRepeatKey(node.value);
   return false;
-}
-
-function freeze<T>(x: T): T {
-  if (x === null || typeof x !== 'object' || Object.isFrozen(x)) return x;
-  Object.freeze(x);
-  for (const v of Object.values(x)) freeze(v);
-  return x;
 }
