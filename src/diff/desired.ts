@@ -50,6 +50,7 @@ function pretty(x: unknown, depth: number): string {
 }
 
 import { skeletonFingerprint } from '../firewall/rules.js';
+import { ObjectMemo } from '../model/intern.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import type {
   BridgeState,
@@ -126,15 +127,11 @@ interface ContainerPart {
  * resolve() keeps while unchanged) and the networks it is on: the same objects come back,
  * and diff's own memo then skips the container.
  */
-const parts = new WeakMap<ResolvedContainer, { nets: readonly ResolvedNetwork[]; part: ContainerPart }>();
+const parts = new ObjectMemo<ResolvedContainer, ContainerPart>();
 
 function containerStateOf(c: ResolvedContainer, networks: Resolved['networks']): ContainerPart {
   const nets = c.endpoints.map((e) => networks[e.network]!);
-  const hit = parts.get(c);
-  if (hit && hit.nets.length === nets.length && hit.nets.every((n, i) => n === nets[i])) return hit.part;
-  const part = containerState(c, nets);
-  parts.set(c, { nets, part });
-  return part;
+  return parts.of(c, nets, () => containerState(c, nets));
 }
 
 function containerState(c: ResolvedContainer, nets: readonly ResolvedNetwork[]): ContainerPart {

@@ -3,6 +3,8 @@
  * sorted order; deletions come first (reverse dependency order), then creations and
  * updates (dependency order), then the nft changes.
  */
+
+import { ObjectMemo } from '../model/intern.js';
 import type { KernelState, NamespaceState, VethState } from '../model/state.js';
 import type { Action, LinkChange, Plan } from './plan.js';
 
@@ -159,9 +161,7 @@ interface ContainerDiff {
  * without looking again. The daemon keeps unchanged containers' objects (observe.ts
  * nsStateOf, desired.ts), so a reconcile after one edit diffs that container only.
  */
-const memo = new WeakMap<NamespaceState, { part: ContainerPart; out: ContainerDiff }>();
-const sameList = <T>(x: readonly T[], y: readonly T[]) =>
-  x.length === y.length && x.every((v, i) => v === y[i]);
+const memo = new ObjectMemo<NamespaceState, ContainerDiff>();
 
 function containerDiffOf(
   c: string,
@@ -170,22 +170,13 @@ function containerDiffOf(
   actualVeths: KernelState['veths'],
 ): ContainerDiff {
   const key = part.d ?? part.a;
+  const make = () => containerDiff(c, part, desiredVeths, actualVeths);
   // The veths are looked up by name: only a container whose veths are all its own is memoised.
   const own =
     part.dVeths.every((v) => (actualVeths[v.name]?.container ?? c) === c) &&
     part.aVeths.every((v) => (desiredVeths[v.name]?.container ?? c) === c);
-  const hit = key && own ? memo.get(key) : undefined;
-  if (
-    hit &&
-    hit.part.d === part.d &&
-    hit.part.a === part.a &&
-    sameList(hit.part.dVeths, part.dVeths) &&
-    sameList(hit.part.aVeths, part.aVeths)
-  )
-    return hit.out;
-  const out = containerDiff(c, part, desiredVeths, actualVeths);
-  if (key && own) memo.set(key, { part, out });
-  return out;
+  if (!key || !own) return make();
+  return memo.of(key, [part.d, part.a, part.dVeths.length, ...part.dVeths, ...part.aVeths], make);
 }
 
 function containerDiff(

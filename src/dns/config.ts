@@ -8,7 +8,7 @@
  * The default bridge has no embedded DNS (Docker's legacy behaviour).
  */
 import { join } from 'node:path';
-import { freezeData } from '../model/intern.js';
+import { freezeData, ObjectMemo } from '../model/intern.js';
 import type { Resolved } from '../model/resolved.js';
 import { parseResolvConf, renderHosts, renderResolvConf } from './files.js';
 import type { ProxySpec } from './proxy.js';
@@ -60,8 +60,7 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
   const endpoints: DnsConfig['endpoints'] = [];
   const files: Record<string, string> = {};
   for (const c of Object.values(r.containers)) {
-    let part = parts.get(c);
-    if (part?.key !== key) parts.set(c, (part = { key, ...containerDns(c, ctx) }));
+    const part = parts.of(c, [key], () => containerDns(c, ctx));
     endpoints.push(...part.endpoints);
     for (const [path, text] of part.files) files[path] = text;
   }
@@ -91,9 +90,9 @@ type DnsEndpoint = DnsConfig['endpoints'][number];
  * Each container's part, remembered per resolved container (kept by resolve() while
  * unchanged) and the context it was made in (`key`): an edit renders one container's files.
  */
-const parts = new WeakMap<
+const parts = new ObjectMemo<
   ResolvedContainer,
-  { key: string; endpoints: readonly DnsEndpoint[]; files: readonly [string, string][] }
+  { endpoints: readonly DnsEndpoint[]; files: readonly [string, string][] }
 >();
 
 /** One container's names for the resolver, and its resolv.conf and hosts. */

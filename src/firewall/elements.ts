@@ -2,6 +2,7 @@
  * The elements each nft set and map should hold for a resolved world. Pure.
  * Key strings follow nft's text: "a . b . c" for concatenations, "key : value" for maps.
  */
+import { ObjectMemo } from '../model/intern.js';
 import { canonicalIp } from '../model/ip.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import { SETS } from './rules.js';
@@ -34,10 +35,7 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
   }
   for (const c of Object.values(r.containers)) {
     const nets = c.endpoints.map((e) => r.networks[e.network]!);
-    let part = parts.get(c);
-    if (!part || part.nets.length !== nets.length || part.nets.some((n, i) => n !== nets[i]))
-      parts.set(c, (part = { nets, elements: containerElements(c, nets) }));
-    for (const [set, key] of part.elements) add(set, key);
+    for (const [set, key] of parts.of(c, nets, () => containerElements(c, nets))) add(set, key);
   }
   for (const k of Object.keys(sets)) sets[k] = [...new Set(sets[k])].sort();
   return sets;
@@ -47,10 +45,7 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
  * One container's elements, remembered per resolved container (kept by resolve() while
  * unchanged) and the networks it is on.
  */
-const parts = new WeakMap<
-  ResolvedContainer,
-  { nets: readonly ResolvedNetwork[]; elements: readonly [string, string][] }
->();
+const parts = new ObjectMemo<ResolvedContainer, readonly [string, string][]>();
 
 function containerElements(c: ResolvedContainer, nets: readonly ResolvedNetwork[]): [string, string][] {
   const out: [string, string][] = [];

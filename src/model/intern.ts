@@ -24,12 +24,47 @@ export function sameData(a: unknown, b: unknown): boolean {
   return true;
 }
 
-/** Freeze plain data all the way down (stopping at what is frozen already). */
+/**
+ * Object.freeze through every array and plain object, stopping at what is frozen already
+ * (a frozen object is taken as frozen all the way down) and at class instances.
+ */
 export function freezeData<T>(x: T): T {
   if (x === null || typeof x !== 'object' || Object.isFrozen(x)) return x;
+  const proto = Object.getPrototypeOf(x);
+  if (!Array.isArray(x) && proto !== Object.prototype && proto !== null) return x;
   Object.freeze(x);
   for (const v of Object.values(x)) freezeData(v);
   return x;
+}
+
+/** The same items in the same order, compared by identity. */
+export const sameItems = (x: readonly unknown[], y: readonly unknown[]): boolean =>
+  x.length === y.length && x.every((v, i) => v === y[i]);
+
+/**
+ * Results remembered per object: the result made last for `key`, as long as it is asked
+ * for with the same `inputs` (compared item by item, by identity; strings and numbers by
+ * value). An entry lives as long as its key object.
+ */
+export class ObjectMemo<K extends object, V> {
+  private readonly entries = new WeakMap<K, { readonly inputs: readonly unknown[]; readonly value: V }>();
+
+  get(key: K, inputs: readonly unknown[]): V | undefined {
+    const hit = this.entries.get(key);
+    return hit && sameItems(hit.inputs, inputs) ? hit.value : undefined;
+  }
+
+  set(key: K, inputs: readonly unknown[], value: V): V {
+    this.entries.set(key, { inputs, value });
+    return value;
+  }
+
+  /** The remembered result, or `make()`'s, remembered. */
+  of(key: K, inputs: readonly unknown[], make: () => V): V {
+    const hit = this.entries.get(key);
+    if (hit && sameItems(hit.inputs, inputs)) return hit.value;
+    return this.set(key, inputs, make());
+  }
 }
 
 /**

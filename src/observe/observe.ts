@@ -23,6 +23,7 @@ import type { HostNetlink, NlAddr, NlLink, NlRoute } from '../kernel/netlink.js'
 import { listNetns, NETNS_DIR, type NsView, readNs } from '../kernel/netns.js';
 import { nftListTable } from '../kernel/nft.js';
 import { readSysctl } from '../kernel/sysctl.js';
+import { ObjectMemo } from '../model/intern.js';
 import { maskedCidr } from '../model/ip.js';
 import { nftTableName, parseAlias } from '../model/names.js';
 import type {
@@ -310,25 +311,21 @@ export function directFactsChanged(instance: string, obs: Observation): boolean 
  * A host veth's state, remembered per link object (the daemon keeps a link's object until
  * a notification replaces it) and master name, for the same reason as nsStateOf.
  */
-const vethStates = new WeakMap<NlLink, VethState>();
+const vethStates = new ObjectMemo<NlLink, VethState>();
 
 function vethStateOf(
   l: NlLink,
   a: { container: string; network: string },
   master: string | undefined,
 ): VethState {
-  const hit = vethStates.get(l);
-  if (hit && hit.container === a.container && hit.network === a.network && hit.master === master) return hit;
-  const state: VethState = {
+  return vethStates.of(l, [a.container, a.network, master], () => ({
     name: l.name,
     container: a.container,
     network: a.network,
     master,
     mtu: l.mtu,
     up: l.up,
-  };
-  vethStates.set(l, state);
-  return state;
+  }));
 }
 
 /**
@@ -336,15 +333,12 @@ function vethStateOf(
  * makes it read the namespace again, so an unchanged namespace keeps its NamespaceState
  * object (which diff's per-container memo relies on) and costs a lookup.
  */
-const nsStates = new WeakMap<NsView, { key: string; result: ReturnType<typeof nsState> }>();
+const nsStates = new ObjectMemo<NsView, ReturnType<typeof nsState>>();
 
 function nsStateOf(instance: string, container: string, t: NsTarget, v: NsView): ReturnType<typeof nsState> {
-  const key = `${instance}\u0000${container}\u0000${t.name ?? ''}\u0000${t.path}\u0000${!!t.container}`;
-  const hit = nsStates.get(v);
-  if (hit?.key === key) return hit.result;
-  const result = nsState(instance, container, t, v);
-  nsStates.set(v, { key, result });
-  return result;
+  return nsStates.of(v, [instance, container, t.name, t.path, t.container], () =>
+    nsState(instance, container, t, v),
+  );
 }
 
 function nsState(

@@ -15,7 +15,7 @@
  */
 
 import type { SpecProblem } from '../model/errors.js';
-import { freezeData } from '../model/intern.js';
+import { freezeData, ObjectMemo } from '../model/intern.js';
 import {
   contains,
   familyOf,
@@ -528,10 +528,7 @@ const ENDPOINT_IFNAME = 'com.docker.network.endpoint.ifname';
  * (origins are paths), so the same entry in the same place of the same file gives the same
  * (frozen) result. Entries with problems are not remembered: their messages carry lines.
  */
-const canonMemo = new WeakMap<
-  object,
-  { file: string; section: string; name: string; result: CanonContainer }
->();
+const canonMemo = new ObjectMemo<object, CanonContainer>();
 
 function canonContainerOf(
   c: Canon,
@@ -541,14 +538,12 @@ function canonContainerOf(
   raw: unknown,
 ): CanonContainer {
   const frozen = isObj(raw) && Object.isFrozen(raw);
-  const hit = frozen ? canonMemo.get(raw) : undefined;
-  if (hit && hit.file === file && hit.section === section && hit.name === name) return hit.result;
+  const inputs = [file, section, name];
+  const hit = frozen ? canonMemo.get(raw, inputs) : undefined;
+  if (hit) return hit;
   const before = c.problems.length;
   const result = canonContainer(c, section, name, raw);
-  if (frozen && c.problems.length === before) {
-    freezeData(result);
-    canonMemo.set(raw, { file, section, name, result });
-  }
+  if (frozen && c.problems.length === before) canonMemo.set(raw, inputs, freezeData(result));
   return result;
 }
 

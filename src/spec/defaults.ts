@@ -17,7 +17,7 @@
  */
 
 import type { SpecProblem } from '../model/errors.js';
-import { freezeData, sameData } from '../model/intern.js';
+import { freezeData, ObjectMemo } from '../model/intern.js';
 import type {
   AttachmentSpec,
   ContainerSpec,
@@ -152,8 +152,9 @@ export function applyDefaults(
   }
 
   const containers: Record<string, ContainerSpec> = {};
+  const dnsDefaults = JSON.stringify([daemon.dns, daemon.dnsSearch, daemon.dnsOpts]);
   for (const [name, defs] of model.containers) {
-    containers[name] = buildContainerOf(defs[0], daemon, sources, warnings);
+    containers[name] = buildContainerOf(defs[0], daemon, dnsDefaults, sources, warnings);
   }
 
   const spec: Spec = { daemon, networks, containers, files: [...files], warnings };
@@ -349,34 +350,23 @@ export function containerMode(c: CanonContainer): NetworkMode {
  * inside the entry) and the daemon's DNS defaults it copies: an unchanged container keeps
  * its ContainerSpec object, frozen, and its warnings are given again.
  */
-const built = new WeakMap<
-  CanonContainer,
-  { line: number; daemon: DaemonSpec; result: ContainerSpec; warnings: readonly SpecWarning[] }
->();
+const built = new ObjectMemo<CanonContainer, { result: ContainerSpec; warnings: readonly SpecWarning[] }>();
 
 function buildContainerOf(
   c: CanonContainer,
   daemon: DaemonSpec,
+  /** The daemon's DNS defaults as text (what a built container copies from `daemon`). */
+  dnsDefaults: string,
   sources: Sources,
   warnings: SpecWarning[],
 ): ContainerSpec {
   const line = Object.isFrozen(c) ? sources.entryLine(c.at) : undefined;
-  const hit = line === undefined ? undefined : built.get(c);
-  if (
-    hit &&
-    hit.line === line &&
-    (hit.daemon === daemon ||
-      (sameData(hit.daemon.dns, daemon.dns) &&
-        sameData(hit.daemon.dnsSearch, daemon.dnsSearch) &&
-        sameData(hit.daemon.dnsOpts, daemon.dnsOpts)))
-  ) {
-    warnings.push(...hit.warnings);
-    return hit.result;
-  }
-  const mine: SpecWarning[] = [];
-  const result = buildContainer(c, daemon, sources, mine);
+  const make = () => {
+    const mine: SpecWarning[] = [];
+    return { result: freezeData(buildContainer(c, daemon, sources, mine)), warnings: mine };
+  };
+  const { result, warnings: mine } = line === undefined ? make() : built.of(c, [line, dnsDefaults], make);
   warnings.push(...mine);
-  if (line !== undefined) built.set(c, { line, daemon, result: freezeData(result), warnings: mine });
   return result;
 }
 
