@@ -24,7 +24,7 @@ import {
   timer,
 } from 'rxjs';
 import type { NlLink } from '../kernel/netlink.js';
-import { parseAddr, parseLink } from '../kernel/rtparse.js';
+import { parseAddr, parseLink, type RtMessage } from '../kernel/rtparse.js';
 import { parseAlias } from '../model/names.js';
 
 export type TriggerKind = 'start' | 'file' | 'kernel' | 'resync' | 'sighup';
@@ -227,12 +227,6 @@ function key(l: LinkFacts): string {
 
 const { rt } = nl;
 const RTM = rt.MessageType;
-
-/** An rtnetlink message as a listener receives it. */
-export interface RtMessage {
-  readonly type: number;
-  readonly data: Buffer;
-}
 
 /**
  * Link and address notifications of the host namespace, filtered to what the instance

@@ -28,8 +28,19 @@ export function rtattr(type: number, value: Buffer): Buffer {
   return out;
 }
 
+/** A netlink message as a listener receives it: its type and its payload (after the nlmsghdr). */
+export interface RtMessage {
+  readonly type: number;
+  readonly data: Buffer;
+}
+
 /** Calls `fn(type, start, end)` for each attribute in buf[from, to). */
-function eachAttr(buf: Buffer, from: number, to: number, fn: (type: number, s: number, e: number) => void) {
+export function eachAttr(
+  buf: Buffer,
+  from: number,
+  to: number,
+  fn: (type: number, s: number, e: number) => void,
+) {
   let off = from;
   while (off + 4 <= to) {
     const len = buf.readUInt16LE(off);
@@ -39,7 +50,8 @@ function eachAttr(buf: Buffer, from: number, to: number, fn: (type: number, s: n
   }
 }
 
-function cString(buf: Buffer, s: number, e: number): string {
+/** A NUL-terminated string in buf[s, e). */
+export function cString(buf: Buffer, s: number, e: number): string {
   let end = s;
   while (end < e && buf[end] !== 0) end++;
   return buf.toString('utf8', s, end);

@@ -37,7 +37,7 @@ import {
 } from '../kernel/netlink.js';
 import { NETNS_DIR, type NsView } from '../kernel/netns.js';
 import { nftListTable, nftWriterPids } from '../kernel/nft.js';
-import { parseAddr, parseLink, parseRoute } from '../kernel/rtparse.js';
+import { cString, eachAttr, parseAddr, parseLink, parseRoute, type RtMessage } from '../kernel/rtparse.js';
 import { netnsName, nftTableName, parseAlias } from '../model/names.js';
 import type { NftState } from '../model/state.js';
 import {
@@ -61,14 +61,13 @@ const NFPROTO_INET = 1;
 const NFPROTO_BRIDGE = 7;
 
 type RtSocket = ReturnType<typeof nl.createRtNetlink>;
-type RawMsg = { type: number; data: Buffer };
 
 const addrKey = (a: NlAddr) => `${a.index} ${a.cidr}`;
 const routeKey = (r: NlRoute) =>
   `${r.family} ${r.table} ${r.type} ${r.dst ?? ''}/${r.dstLen} ${r.oif ?? ''} ${r.gateway ?? ''} ${r.metric ?? ''}`;
 
 /** What a notification inside a container namespace changed, when it is worth a reconcile. */
-function nsDetail(m: RawMsg): string | undefined {
+function nsDetail(m: RtMessage): string | undefined {
   switch (m.type) {
     case RTM.NEWLINK:
     case RTM.DELLINK: {
@@ -137,7 +136,7 @@ export class LiveObserver {
   private readonly routes = new Map<string, NlRoute>();
   private hostStale = true;
   /** Notifications that arrived while a dump was under way: replayed on top of it. */
-  private replay: RawMsg[] | undefined;
+  private replay: RtMessage[] | undefined;
 
   private readonly views = new Map<string, NsView | undefined>();
   private readonly watches = new Map<string, NsWatch>();
@@ -189,7 +188,7 @@ export class LiveObserver {
   }
 
   /** Every host notification, as received (the daemon's host triggers filter them). */
-  readonly hostMessages$ = new Subject<RawMsg>();
+  readonly hostMessages$ = new Subject<RtMessage>();
   /** Host notifications were lost (ENOBUFS): the next observe re-reads the host. */
   readonly hostLost$ = new Subject<Error>();
 
@@ -259,7 +258,7 @@ export class LiveObserver {
    */
   private dirChanged: Set<string> | undefined = new Set();
 
-  private hostMessage(m: RawMsg): void {
+  private hostMessage(m: RtMessage): void {
     this.stats.notifications++;
     try {
       this.replay?.push(m);
@@ -275,7 +274,7 @@ export class LiveObserver {
    * link-scope ones, which assemble() ignores (they come and go with the kernel's own
    * address autoconfiguration long after a veth is made).
    */
-  private applyHost(m: RawMsg): boolean {
+  private applyHost(m: RtMessage): boolean {
     switch (m.type) {
       case RTM.NEWLINK: {
         const l = parseLink(m.data);
@@ -329,27 +328,19 @@ export class LiveObserver {
    * (after the 4-byte nfgenmsg); the transaction ends with NEWGEN, whose attributes 2 and
    * 3 are the pid and the name of the process that committed it.
    */
-  private nftMessage(m: { type: number; data: Buffer }, table: string): void {
+  private nftMessage(m: RtMessage, table: string): void {
     if (m.type >> 8 !== NFNL_SUBSYS_NFTABLES) return;
     const msg = m.type & 0xff;
     const d = m.data;
-    let attr1: Buffer | undefined;
-    let attr2: Buffer | undefined;
-    let attr3: Buffer | undefined;
-    for (let off = 4; off + 4 <= d.length; ) {
-      const len = d.readUInt16LE(off);
-      if (len < 4 || off + len > d.length) break;
-      const type = d.readUInt16LE(off + 2) & 0x3fff;
-      if (type === 1) attr1 = d.subarray(off + 4, off + len);
-      else if (type === 2) attr2 = d.subarray(off + 4, off + len);
-      else if (type === 3) attr3 = d.subarray(off + 4, off + len);
-      off += (len + 3) & ~3;
-    }
     if (msg === NFT_MSG_NEWGEN) {
-      const pid = attr2 && attr2.length >= 4 ? attr2.readUInt32BE(0) : 0;
+      let pid = 0;
+      let who = '';
+      eachAttr(d, 4, d.length, (type, s, e) => {
+        if (type === 2 && e - s >= 4) pid = d.readUInt32BE(s);
+        else if (type === 3) who = ` by ${cString(d, s, e)}`;
+      });
       if (this.nftTouched && !nftWriterPids.includes(pid)) {
         this.nftStale = true;
-        const who = attr3 ? ` by ${attr3.toString('utf8').replace(/\0.*$/s, '')}` : '';
         this.changes$.next(`nftables table ${table} changed${who} (pid ${pid})`);
       }
       this.nftTouched = false;
@@ -357,10 +348,9 @@ export class LiveObserver {
     }
     const family = d[0];
     if (family !== NFPROTO_INET && family !== NFPROTO_BRIDGE) return;
-    const name = attr1
-      ? attr1.toString('utf8', 0, attr1.indexOf(0) < 0 ? attr1.length : attr1.indexOf(0))
-      : '';
-    if (name === table) this.nftTouched = true;
+    eachAttr(d, 4, d.length, (type, s, e) => {
+      if (type === 1 && cString(d, s, e) === table) this.nftTouched = true;
+    });
   }
 
   /** A request on the listening socket: answered after every notification queued before it. */
