@@ -108,6 +108,9 @@ function macBuffer(mac: string): Buffer {
   return Buffer.from(mac.split(':').map((x) => Number.parseInt(x, 16)));
 }
 
+/** IFLA_IFNAME: a request that names its link instead of giving an index. */
+const ifnameAttr = (name: string) => rtattr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`));
+
 function wrap(op: string, e: unknown): KernelError {
   const msg = e instanceof Error ? e.message : String(e);
   return new KernelError(op, msg);
@@ -143,6 +146,15 @@ export class HostNetlink {
     const next = this.queue.then(fn);
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /** One request, in turn with the others; a failure is a KernelError naming `what`. */
+  private async request<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await this.serial(fn);
+    } catch (e) {
+      throw wrap(what, e);
+    }
   }
 
   private dump(type: number, header: Buffer, what: string): Promise<RawMessage[]> {
@@ -192,18 +204,22 @@ export class HostNetlink {
 
   /** One link by name (RTM_GETLINK with IFLA_IFNAME, no dump); undefined when absent. */
   async linkByName(name: string): Promise<NlLink | undefined> {
-    const attr = rtattr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`));
+    let msgs: RawMessage[];
     try {
-      const [msgs] = await this.serial(() =>
-        this.sock.socket.request(rt.MessageType.GETLINK, Buffer.concat([Buffer.alloc(16), attr]), {}),
+      [msgs] = await this.serial(() =>
+        this.sock.socket.request(
+          rt.MessageType.GETLINK,
+          Buffer.concat([Buffer.alloc(16), ifnameAttr(name)]),
+          {},
+        ),
       );
-      const m = msgs.find((x) => x.type === rt.MessageType.NEWLINK);
-      return m ? parseLink(m.data) : undefined;
     } catch (e) {
       if ((e as { errno?: number }).errno === 19 /* ENODEV */ || /ENODEV|No such device/.test(String(e)))
         return undefined;
       throw wrap(`get link ${name}`, e);
     }
+    const m = msgs.find((x) => x.type === rt.MessageType.NEWLINK);
+    return m ? parseLink(m.data) : undefined;
   }
 
   addrs(): Promise<NlAddr[]> {
@@ -216,22 +232,18 @@ export class HostNetlink {
   }
 
   async createBridge(name: string, mtu?: number, mac?: string): Promise<void> {
-    try {
-      await this.serial(() =>
-        this.sock.newLink(
-          {},
-          {
-            ifname: name,
-            mtu,
-            address: mac ? macBuffer(mac) : undefined,
-            linkinfo: ifla.formatInfo({ kind: 'bridge' }) as unknown as Buffer,
-          },
-          { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-        ),
-      );
-    } catch (e) {
-      throw wrap(`create bridge ${name}`, e);
-    }
+    await this.request(`create bridge ${name}`, () =>
+      this.sock.newLink(
+        {},
+        {
+          ifname: name,
+          mtu,
+          address: mac ? macBuffer(mac) : undefined,
+          linkinfo: ifla.formatInfo({ kind: 'bridge' }) as unknown as Buffer,
+        },
+        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+      ),
+    );
   }
 
   /**
@@ -281,24 +293,20 @@ export class HostNetlink {
     name: string,
     change: { master?: number | null; mtu?: number; mac?: string; alias?: string; up?: boolean },
   ): Promise<void> {
-    try {
-      const data: { flags?: { up?: boolean }; change?: { up?: boolean } } = {};
-      if (change.up !== undefined) {
-        data.flags = { up: change.up };
-        data.change = { up: true };
-      }
-      await this.serial(() =>
-        this.sock.setLink(data as never, {
-          ifname: name,
-          master: change.master === null ? 0 : change.master,
-          mtu: change.mtu,
-          address: change.mac ? macBuffer(change.mac) : undefined,
-          ifalias: change.alias,
-        }),
-      );
-    } catch (e) {
-      throw wrap(`set link ${name}`, e);
+    const data: { flags?: { up?: boolean }; change?: { up?: boolean } } = {};
+    if (change.up !== undefined) {
+      data.flags = { up: change.up };
+      data.change = { up: true };
     }
+    await this.request(`set link ${name}`, () =>
+      this.sock.setLink(data as never, {
+        ifname: name,
+        master: change.master === null ? 0 : change.master,
+        mtu: change.mtu,
+        address: change.mac ? macBuffer(change.mac) : undefined,
+        ifalias: change.alias,
+      }),
+    );
   }
 
   /**
@@ -312,93 +320,65 @@ export class HostNetlink {
     const hdr = Buffer.alloc(16); // index 0: the link is found by IFLA_IFNAME
     const slaveData = rtattr(5 | nested, rtattr(4 /* IFLA_BRPORT_MODE */, Buffer.from([1])));
     const linkinfo = rtattr(18 | nested, Buffer.concat([rtattr(4, Buffer.from('bridge\0')), slaveData]));
-    try {
-      await this.serial(() =>
-        this.sock.socket.request(
-          rt.MessageType.NEWLINK,
-          Buffer.concat([hdr, rtattr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`)), linkinfo]),
-          {},
-        ),
-      );
-    } catch (e) {
-      throw wrap(`set hairpin on ${name}`, e);
-    }
+    await this.request(`set hairpin on ${name}`, () =>
+      this.sock.socket.request(rt.MessageType.NEWLINK, Buffer.concat([hdr, ifnameAttr(name), linkinfo]), {}),
+    );
   }
 
   async deleteLink(name: string): Promise<void> {
-    try {
-      await this.serial(() => this.sock.delLink({}, { ifname: name }));
-    } catch (e) {
-      throw wrap(`delete link ${name}`, e);
-    }
+    await this.request(`delete link ${name}`, () => this.sock.delLink({}, { ifname: name }));
   }
 
   /** `ip route replace default via VIA dev <oif>` in the main table. */
   async replaceDefaultRoute(via: string, oif: number): Promise<void> {
     const v6 = via.includes(':');
-    try {
-      await this.serial(() =>
-        this.sock.newRoute(
-          {
-            family: v6 ? AF_INET6 : AF_INET,
-            dstLen: 0,
-            table: 254,
-            protocol: 'BOOT',
-            scope: 'UNIVERSE',
-            type: 'UNICAST',
-          },
-          { gateway: ipBuffer(via), oif },
-          { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
-        ),
-      );
-    } catch (e) {
-      throw wrap(`replace default route via ${via}`, e);
-    }
+    await this.request(`replace default route via ${via}`, () =>
+      this.sock.newRoute(
+        {
+          family: v6 ? AF_INET6 : AF_INET,
+          dstLen: 0,
+          table: 254,
+          protocol: 'BOOT',
+          scope: 'UNIVERSE',
+          type: 'UNICAST',
+        },
+        { gateway: ipBuffer(via), oif },
+        { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
+      ),
+    );
   }
 
   async delDefaultRoute(via: string, oif: number): Promise<void> {
     const v6 = via.includes(':');
-    try {
-      await this.serial(() =>
-        this.sock.delRoute(
-          { family: v6 ? AF_INET6 : AF_INET, dstLen: 0, table: 254, scope: 'NOWHERE' },
-          { gateway: ipBuffer(via), oif },
-        ),
-      );
-    } catch (e) {
-      throw wrap(`delete default route via ${via}`, e);
-    }
+    await this.request(`delete default route via ${via}`, () =>
+      this.sock.delRoute(
+        { family: v6 ? AF_INET6 : AF_INET, dstLen: 0, table: 254, scope: 'NOWHERE' },
+        { gateway: ipBuffer(via), oif },
+      ),
+    );
   }
 
   async addAddr(index: number, cidr: string, nodad = true): Promise<void> {
     const [ip, len] = cidr.split('/');
     const v6 = ip!.includes(':');
-    try {
-      await this.serial(() =>
-        this.sock.newAddress(
-          { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
-          { local: ipBuffer(ip!), address: ipBuffer(ip!), flags: v6 && nodad ? { nodad: true } : undefined },
-          { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-        ),
-      );
-    } catch (e) {
-      throw wrap(`add address ${cidr}`, e);
-    }
+    await this.request(`add address ${cidr}`, () =>
+      this.sock.newAddress(
+        { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
+        { local: ipBuffer(ip!), address: ipBuffer(ip!), flags: v6 && nodad ? { nodad: true } : undefined },
+        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+      ),
+    );
   }
 
   async delAddr(index: number, cidr: string): Promise<void> {
     const [ip, len] = cidr.split('/');
     const v6 = ip!.includes(':');
-    try {
-      await this.serial(() =>
-        this.sock.delAddress(
-          { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
-          { local: ipBuffer(ip!), address: ipBuffer(ip!) },
-        ),
-      );
-    } catch (e) {
-      throw wrap(`delete address ${cidr}`, e);
-    }
+    await this.request(`delete address ${cidr}`, () =>
+      this.sock.delAddress(
+        { family: v6 ? AF_INET6 : AF_INET, prefixlen: Number(len), index },
+        { local: ipBuffer(ip!), address: ipBuffer(ip!) },
+      ),
+    );
   }
 }
 
