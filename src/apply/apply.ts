@@ -24,13 +24,7 @@ import type { HostNetlink } from '../kernel/netlink.js';
 import { createNetns, deleteNetns } from '../kernel/netns.js';
 import { type NftCommand, nftRun } from '../kernel/nft.js';
 import { type NsOp, runNsOps } from '../kernel/nsops.js';
-import { readSysctl, writeSysctl } from '../kernel/sysctl.js';
-
-/** Best effort: the key may not exist (a kernel without IPv6). */
-function tryWriteSysctl(key: string, value: string): void {
-  if (readSysctl(key) !== undefined) writeSysctl(key, value);
-}
-
+import { writeSysctl, writeSysctlIfPresent } from '../kernel/sysctl.js';
 import { KernelError } from '../model/errors.js';
 import { epAlias, netAlias, nsAlias } from '../model/names.js';
 
@@ -161,7 +155,7 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
       // Before the link comes up: no duplicate address detection on the bridge's own
       // link-local address, which would hold IPv6 neighbour discovery (and so forwarded
       // IPv6) back for 1-2 s. The gateway addresses are added with nodad as well.
-      tryWriteSysctl(`net.ipv6.conf.${a.name}.accept_dad`, '0');
+      writeSysctlIfPresent(`net.ipv6.conf.${a.name}.accept_dad`, '0');
       await nl.setLink(a.name, { alias: netAlias(instance, a.network), up: true });
       return 2;
     });

@@ -1,15 +1,12 @@
 /** The manifest files of `tether run -f PATH` as a source of desired states. */
 
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { sha256hex } from '../model/names.js';
 import type { ManifestFile, Spec } from '../model/spec.js';
 import { loadSpec, loadSpecCached } from '../spec/load.js';
 import type { Piece } from '../spec/pieces.js';
 import { type ReadResult, resolveManifestPaths } from '../spec/read.js';
-
-const sha256hex = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
-
 import type { LoadedState, ManifestSource } from './loop.js';
 
 /** Identity of a set of manifest files: their paths and content hashes. */

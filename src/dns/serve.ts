@@ -6,11 +6,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { sha256hex } from '../model/names.js';
 import { Proxies, type ProxySpec } from './proxy.js';
 import type { DnsConfig } from './records.js';
-
-const EMPTY_DNS: DnsConfig = { networks: [], endpoints: [], upstreams: [] };
-
 import { startResolver } from './server.js';
 import { dnsFiles } from './service.js';
+
+const EMPTY_DNS: DnsConfig = { networks: [], endpoints: [], upstreams: [] };
 
 export async function serveDns(instance: string): Promise<void> {
   const f = dnsFiles(instance);

@@ -19,3 +19,8 @@ export function writeSysctl(key: string, value: string): void {
     throw new KernelError(`set ${key}=${value}`, (e as Error).message);
   }
 }
+
+/** Best effort: a key that does not exist (a kernel without IPv6, say) is left alone. */
+export function writeSysctlIfPresent(key: string, value: string): void {
+  if (readSysctl(key) !== undefined) writeSysctl(key, value);
+}

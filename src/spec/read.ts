@@ -4,7 +4,6 @@
  * document (its node tree and a LineCounter) to turn any JSON path into file:line:col
  * for the later phases.
  */
-import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +21,7 @@ import {
   type YAMLMap,
 } from 'yaml';
 import type { SpecProblem } from '../model/errors.js';
+import { sha256hex } from '../model/names.js';
 import type { ManifestFile, SourceRef, SpecWarning } from '../model/spec.js';
 import { mayRepeatKey, type Piece, type PiecewiseParse, parsePieces } from './pieces.js';
 
@@ -120,7 +120,7 @@ export function parseManifests(
   const problems: SpecProblem[] = [];
   const warnings: SpecWarning[] = [];
   for (const f of files) {
-    const sha256 = f.sha256 ?? createHash('sha256').update(f.text, 'utf8').digest('hex');
+    const sha256 = f.sha256 ?? sha256hex(f.text);
     let cache = pieces?.get(f.path);
     if (pieces && !cache) pieces.set(f.path, (cache = new Map()));
     // One-shot parses (no cache to keep) take the whole document: a little cheaper once.
