@@ -5,7 +5,7 @@
  */
 
 import { ObjectMemo } from '../model/intern.js';
-import type { KernelState, NamespaceState, VethState } from '../model/state.js';
+import { type KernelState, linkOn, type NamespaceState, type VethState } from '../model/state.js';
 import type { Action, LinkChange, Plan } from './plan.js';
 
 const keys = <T>(o: Readonly<Record<string, T>>) => Object.keys(o).sort();
@@ -199,8 +199,8 @@ function containerDiff(
   const dyingVeth = new Set<string>();
   for (const av of [...aVeths].sort((x, y) => cmp(x.name, y.name))) {
     const dv = desiredVeths[av.name];
-    const peerNow = a && Object.values(a.links).find((l) => l.network === av.network);
-    const peerWant = d && Object.values(d.links).find((l) => l.network === av.network);
+    const peerNow = a && linkOn(a, av.network);
+    const peerWant = d && linkOn(d, av.network);
     const recreate = dv && (!peerNow || !peerWant || peerNow.name !== peerWant.name || dying);
     if (!dv || recreate) {
       dyingVeth.add(av.name);
@@ -245,7 +245,7 @@ function containerDiff(
   if (d) {
     for (const dv of [...dVeths].sort((x, y) => cmp(x.name, y.name))) {
       const av = actualVeths[dv.name];
-      const peer = Object.values(d.links).find((l) => l.network === dv.network)!;
+      const peer = linkOn(d, dv.network)!;
       if (!av || dyingVeth.has(dv.name)) {
         vethAdd.push({
           op: 'veth.create',

@@ -96,3 +96,9 @@ export const EMPTY_STATE: KernelState = Object.freeze({
   nft: { sets: {} },
   files: {},
 });
+
+/** The link of a namespace on `network`, if any (the first, as Object.values finds it). */
+export function linkOn(ns: NamespaceState, network: string): ContainerLinkState | undefined {
+  for (const l of Object.values(ns.links)) if (l.network === network) return l;
+  return undefined;
+}

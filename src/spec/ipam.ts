@@ -39,7 +39,7 @@ import type {
   ResolvedPort,
 } from '../model/resolved.js';
 import type { IpamRequest, NetworkSpec, Spec } from '../model/spec.js';
-import type { KernelState } from '../model/state.js';
+import { type KernelState, linkOn } from '../model/state.js';
 
 /** What the host looks like, as far as IPAM cares. */
 export interface HostFacts {
@@ -53,12 +53,6 @@ export interface HostFacts {
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-
-/** The link of a namespace on `network`, if any (the first, as Object.values finds it). */
-function linkOn(ns: KernelState['namespaces'][string], network: string) {
-  for (const l of Object.values(ns.links)) if (l.network === network) return l;
-  return undefined;
-}
 
 /** Docker's local-scope default pools, in order (§2.1). */
 export const DEFAULT_POOLS: readonly { base: string; size: number }[] = [
