@@ -51,8 +51,18 @@ export function observeResolver(instance: string): { config: string; running: bo
   const config = read(f.config);
   const pid = resolverPid(instance);
   if (config === undefined && !pid) return undefined;
-  const running = !!pid && read(f.loaded)?.trim() === sha256hex(config ?? '');
+  const running = !!pid && read(f.loaded)?.trim() === configHash(config ?? '');
   return { config: config ?? '', running };
+}
+
+/**
+ * sha256 of a configuration, the last one remembered: every observation compares the
+ * same file (hundreds of kB at 1000 containers) with what the resolver loaded.
+ */
+let lastHash: { text: string; hash: string } | undefined;
+function configHash(text: string): string {
+  if (lastHash?.text !== text) lastHash = { text, hash: sha256hex(text) };
+  return lastHash.hash;
 }
 
 /** Polls `cond` at 1, 2, 4, 8, then every 10 ms (a reload usually takes a few ms). */
@@ -71,7 +81,7 @@ export async function reloadResolver(instance: string, config: string): Promise<
   mkdirSync(runDir(instance), { recursive: true });
   mkdirSync(stateDir(instance), { recursive: true });
   writeText(f.config, config);
-  const want = sha256hex(config);
+  const want = configHash(config);
   const pid = resolverPid(instance);
   if (pid) {
     process.kill(pid, 'SIGHUP');
