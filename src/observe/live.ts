@@ -590,23 +590,13 @@ export class LiveObserver {
       this.invalidate();
       return;
     }
-    const sets = new Map<string, Set<string>>();
     for (const a of plan.actions) {
       const p = nsPathOf(a);
       if (p) this.staleNs.add(p);
       if (a.op === 'file.write' || a.op === 'file.delete') this.staleFiles.add(a.path);
       if (a.op.startsWith('nft.table.')) this.nftStale = true;
-      if ((a.op === 'nft.element.add' || a.op === 'nft.element.delete') && this.nft) {
-        let set = sets.get(a.set);
-        if (!set) sets.set(a.set, (set = new Set(this.nft.sets[a.set] ?? [])));
-        if (a.op === 'nft.element.add') set.add(a.key);
-        else set.delete(a.key);
-      }
     }
-    if (this.nft && sets.size) {
-      const changed = Object.fromEntries([...sets].map(([name, set]) => [name, [...set]]));
-      this.nft = { ...this.nft, sets: { ...this.nft.sets, ...changed } };
-    }
+    if (this.nft) this.nft = withElementChanges(this.nft, plan.actions);
     await this.barrier();
   }
 
@@ -669,6 +659,24 @@ export function differences(a: Observation, b: Observation): string[] {
     if (JSON.stringify(a.host[k]) !== JSON.stringify(b.host[k])) out.push(`host ${k}`);
   if (JSON.stringify(a.foreign) !== JSON.stringify(b.foreign)) out.push('foreign names');
   return out;
+}
+
+/**
+ * `nft` after a successful transaction's element adds and deletes (nft transactions are
+ * atomic: all of them happened). Changed sets stay sorted, as an observation lists them.
+ */
+export function withElementChanges(nft: NftState, actions: readonly Action[]): NftState {
+  const sets = new Map<string, Set<string>>();
+  for (const a of actions) {
+    if (a.op !== 'nft.element.add' && a.op !== 'nft.element.delete') continue;
+    let set = sets.get(a.set);
+    if (!set) sets.set(a.set, (set = new Set(nft.sets[a.set] ?? [])));
+    if (a.op === 'nft.element.add') set.add(a.key);
+    else set.delete(a.key);
+  }
+  if (!sets.size) return nft;
+  const changed = Object.fromEntries([...sets].map(([name, set]) => [name, [...set].sort()]));
+  return { ...nft, sets: { ...nft.sets, ...changed } };
 }
 
 const targetsKey = (targets: readonly NsTarget[]) =>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { differences } from '../../src/observe/live.js';
+import { differences, withElementChanges } from '../../src/observe/live.js';
 import type { Observation } from '../../src/observe/observe.js';
 
 function obs(over: Partial<Observation['state']> = {}, reserved4: string[] = []): Observation {
@@ -33,5 +33,20 @@ describe('differences (memory against a full read)', () => {
       ['10.0.0.0/8'],
     );
     expect(differences(obs(), b)).toEqual(['bridge br1', 'nft set bridges', 'host reserved4']);
+  });
+
+  it('keeps an nft set sorted after elements are added and deleted, as a full read lists it', () => {
+    const before = obs({
+      nft: { skeleton: 'skeleton-abc', sets: { published4: ['tcp . 20000', 'tcp . 30000'] } },
+    });
+    const after = withElementChanges(before.state.nft, [
+      { op: 'nft.element.add', table: 't', set: 'published4', key: 'tcp . 1000' },
+      { op: 'nft.element.delete', table: 't', set: 'published4', key: 'tcp . 30000' },
+    ]);
+    expect(after.sets.published4).toEqual(['tcp . 1000', 'tcp . 20000']);
+    const fresh = obs({
+      nft: { skeleton: 'skeleton-abc', sets: { published4: ['tcp . 1000', 'tcp . 20000'] } },
+    });
+    expect(differences(obs({ nft: after }), fresh)).toEqual([]);
   });
 });
