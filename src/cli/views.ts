@@ -4,9 +4,10 @@
  * resolved manifests and the observed kernel (for MACs the kernel chose), and
  * recorded in the instance's state directory.
  */
+import { freezeData, ObjectMemo } from '../model/intern.js';
 import { networkId } from '../model/names.js';
-import type { Resolved } from '../model/resolved.js';
-import type { KernelState } from '../model/state.js';
+import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
+import type { KernelState, NamespaceState } from '../model/state.js';
 
 export interface NetworkView {
   Name: string;
@@ -68,8 +69,125 @@ export interface WorldView {
 const endpointId = (cid: string, net: string) =>
   `${cid.slice(0, 32)}${net.length.toString(16).padStart(2, '0')}${cid.slice(34)}`;
 
+export type MemberView = NetworkView['Containers'][string];
+
+/**
+ * One container's view and its entries in the views of the networks it is on: what the
+ * state directory keeps per container (state/record.ts).
+ */
+export interface ContainerRecord {
+  readonly view: ContainerView;
+  /** network name (or "host", "none") → the container's entry in that network's view. */
+  readonly members: Readonly<Record<string, MemberView>>;
+}
+
+/**
+ * Remembered per resolved container (kept by resolve() while unchanged), the networks it
+ * is on and its observed namespace (for the MACs); frozen, so that its JSON text is kept.
+ */
+const records = new ObjectMemo<ResolvedContainer, ContainerRecord>();
+
+/** Each container's record, in the order of the resolved world. */
+export function containerRecords(r: Resolved, actual: KernelState): ContainerRecord[] {
+  return Object.values(r.containers).map((c) => {
+    const nets = c.endpoints.map((e) => r.networks[e.network]!);
+    const ns = actual.namespaces[c.name];
+    return records.of(c, [ns, ...nets], () => freezeData(containerRecord(c, nets, ns)));
+  });
+}
+
+function containerRecord(
+  c: ResolvedContainer,
+  nets: readonly ResolvedNetwork[],
+  ns: NamespaceState | undefined,
+): ContainerRecord {
+  const macOf = (ifname: string) => ns?.links[ifname]?.mac ?? '';
+  const members: Record<string, MemberView> = {};
+  const endpoints: Record<string, EndpointView> = {};
+  c.endpoints.forEach((e, i) => {
+    const n = nets[i]!;
+    members[e.network] = {
+      Name: c.name,
+      EndpointID: endpointId(c.id, n.name),
+      MacAddress: macOf(e.ifname),
+      IPv4Address: e.ipv4 ? `${e.ipv4}/${e.prefix4}` : '',
+      IPv6Address: e.ipv6 ? `${e.ipv6}/${e.prefix6}` : '',
+    };
+    const spec = c.spec.networks.find((a) => a.network === e.network);
+    endpoints[e.network] = {
+      IPAMConfig:
+        spec?.ipv4Address || spec?.ipv6Address
+          ? { IPv4Address: spec.ipv4Address, IPv6Address: spec.ipv6Address }
+          : null,
+      Aliases: [...e.aliases],
+      DNSNames: n.spec.isDefault
+        ? null
+        : [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])],
+      MacAddress: macOf(e.ifname),
+      NetworkID: n.id,
+      EndpointID: endpointId(c.id, e.network),
+      Gateway: n.v4?.routeVia && !n.spec.internal ? (n.v4.gateway ?? '') : '',
+      IPAddress: e.ipv4 ?? '',
+      IPPrefixLen: e.prefix4 ?? 0,
+      IPv6Gateway: n.v6?.gateway && !n.spec.internal ? n.v6.gateway : '',
+      GlobalIPv6Address: e.ipv6 ?? '',
+      GlobalIPv6PrefixLen: e.ipv6 ? (e.prefix6 ?? 0) : 0,
+      GwPriority: e.gwPriority,
+    };
+  });
+  if (c.mode !== 'bridge') {
+    endpoints[c.mode] = emptyEndpoint(`${c.mode}`);
+    members[c.mode] = {
+      Name: c.name,
+      EndpointID: endpointId(c.id, c.mode),
+      MacAddress: '',
+      IPv4Address: '',
+      IPv6Address: '',
+    };
+  }
+  const ports: ContainerView['NetworkSettings']['Ports'] = {};
+  for (const p of c.ports) {
+    const k = `${p.containerPort}/${p.protocol}`;
+    (ports[k] ??= []).push({ HostIp: p.hostIp, HostPort: p.hostPort ? String(p.hostPort) : '' });
+  }
+  for (const sp of c.spec.ports) {
+    for (let port = sp.target; port <= sp.targetEnd; port++) {
+      const k = `${port}/${sp.protocol}`;
+      if (!(k in ports)) ports[k] = null;
+    }
+  }
+  const view: ContainerView = {
+    Id: c.id,
+    Name: `/${c.name}`,
+    State: { Status: 'running', Running: true },
+    HostConfig: { NetworkMode: c.mode === 'bridge' ? (c.spec.networks[0]?.network ?? 'bridge') : c.mode },
+    Config: { Hostname: c.spec.hostname ?? c.id.slice(0, 12) },
+    NetworkSettings: { SandboxKey: c.netnsPath, Ports: ports, Networks: endpoints },
+  };
+  return { view, members };
+}
+
 export function buildViews(r: Resolved, actual: KernelState, created: string): WorldView {
-  const macOf = (container: string, ifname: string) => actual.namespaces[container]?.links[ifname]?.mac ?? '';
+  const recs = containerRecords(r, actual);
+  return {
+    instance: r.instance,
+    networks: networkViews(r, recs, created),
+    containers: recs.map((x) => x.view),
+  };
+}
+
+/** A network's members, from the containers' records. */
+export function membersOf(recs: readonly ContainerRecord[], network: string): NetworkView['Containers'] {
+  const out: NetworkView['Containers'] = {};
+  for (const x of recs) {
+    const m = x.members[network];
+    if (m) out[x.view.Id] = m;
+  }
+  return out;
+}
+
+/** The networks' views (user-defined ones, then host and none), members from `recs`. */
+export function networkViews(r: Resolved, recs: readonly ContainerRecord[], created: string): NetworkView[] {
   const networks: NetworkView[] = [];
   for (const n of Object.values(r.networks)) {
     const config: Record<string, unknown>[] = [];
@@ -94,19 +212,6 @@ export function buildViews(r: Resolved, actual: KernelState, created: string): W
         'com.docker.network.driver.mtu': String(n.spec.mtu ?? 1500),
       });
     }
-    const containers: NetworkView['Containers'] = {};
-    for (const c of Object.values(r.containers)) {
-      for (const e of c.endpoints) {
-        if (e.network !== n.name) continue;
-        containers[c.id] = {
-          Name: c.name,
-          EndpointID: endpointId(c.id, n.name),
-          MacAddress: macOf(c.name, e.ifname),
-          IPv4Address: e.ipv4 ? `${e.ipv4}/${e.prefix4}` : '',
-          IPv6Address: e.ipv6 ? `${e.ipv6}/${e.prefix6}` : '',
-        };
-      }
-    }
     networks.push({
       Name: n.name,
       Id: n.id,
@@ -121,7 +226,7 @@ export function buildViews(r: Resolved, actual: KernelState, created: string): W
       Ingress: false,
       ConfigFrom: { Network: '' },
       ConfigOnly: false,
-      Containers: containers,
+      Containers: membersOf(recs, n.name),
       Options: options,
       Labels: { ...n.spec.labels },
     });
@@ -130,17 +235,6 @@ export function buildViews(r: Resolved, actual: KernelState, created: string): W
     ['host', 'host'],
     ['none', 'null'],
   ] as const) {
-    const members: NetworkView['Containers'] = {};
-    for (const c of Object.values(r.containers)) {
-      if (c.mode === name)
-        members[c.id] = {
-          Name: c.name,
-          EndpointID: endpointId(c.id, name),
-          MacAddress: '',
-          IPv4Address: '',
-          IPv6Address: '',
-        };
-    }
     networks.push({
       Name: name,
       Id: networkId(r.instance, name),
@@ -155,61 +249,12 @@ export function buildViews(r: Resolved, actual: KernelState, created: string): W
       Ingress: false,
       ConfigFrom: { Network: '' },
       ConfigOnly: false,
-      Containers: members,
+      Containers: membersOf(recs, name),
       Options: {},
       Labels: {},
     });
   }
-
-  const containers: ContainerView[] = [];
-  for (const c of Object.values(r.containers)) {
-    const nets: Record<string, EndpointView> = {};
-    for (const e of c.endpoints) {
-      const n = r.networks[e.network]!;
-      const spec = c.spec.networks.find((a) => a.network === e.network);
-      nets[e.network] = {
-        IPAMConfig:
-          spec?.ipv4Address || spec?.ipv6Address
-            ? { IPv4Address: spec.ipv4Address, IPv6Address: spec.ipv6Address }
-            : null,
-        Aliases: [...e.aliases],
-        DNSNames: n.spec.isDefault
-          ? null
-          : [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])],
-        MacAddress: macOf(c.name, e.ifname),
-        NetworkID: n.id,
-        EndpointID: endpointId(c.id, e.network),
-        Gateway: n.v4?.routeVia && !n.spec.internal ? (n.v4.gateway ?? '') : '',
-        IPAddress: e.ipv4 ?? '',
-        IPPrefixLen: e.prefix4 ?? 0,
-        IPv6Gateway: n.v6?.gateway && !n.spec.internal ? n.v6.gateway : '',
-        GlobalIPv6Address: e.ipv6 ?? '',
-        GlobalIPv6PrefixLen: e.ipv6 ? (e.prefix6 ?? 0) : 0,
-        GwPriority: e.gwPriority,
-      };
-    }
-    if (c.mode !== 'bridge') nets[c.mode] = emptyEndpoint(`${c.mode}`);
-    const ports: ContainerView['NetworkSettings']['Ports'] = {};
-    for (const p of c.ports) {
-      const k = `${p.containerPort}/${p.protocol}`;
-      (ports[k] ??= []).push({ HostIp: p.hostIp, HostPort: p.hostPort ? String(p.hostPort) : '' });
-    }
-    for (const sp of c.spec.ports) {
-      for (let port = sp.target; port <= sp.targetEnd; port++) {
-        const k = `${port}/${sp.protocol}`;
-        if (!(k in ports)) ports[k] = null;
-      }
-    }
-    containers.push({
-      Id: c.id,
-      Name: `/${c.name}`,
-      State: { Status: 'running', Running: true },
-      HostConfig: { NetworkMode: c.mode === 'bridge' ? (c.spec.networks[0]?.network ?? 'bridge') : c.mode },
-      Config: { Hostname: c.spec.hostname ?? c.id.slice(0, 12) },
-      NetworkSettings: { SandboxKey: c.netnsPath, Ports: ports, Networks: nets },
-    });
-  }
-  return { instance: r.instance, networks, containers };
+  return networks;
 }
 
 function emptyEndpoint(net: string): EndpointView {

@@ -2,55 +2,9 @@
 
 import { dnsWorld } from '../dns/config.js';
 import { desiredSets } from '../firewall/elements.js';
-
-/**
- * JSON with sorted keys, two-space indented: the resolver config as written to disk.
- * Exactly JSON.stringify of a key-sorted copy with indent 2 (integer-like keys first, as
- * JSON.stringify orders them), built here so that the text of a frozen object (the
- * resolver entries dns/config.ts keeps per container) is made once and reused.
- */
-export function canonicalJson(v: unknown): string {
-  return `${pretty(v, 0)}\n`;
-}
-
-const texts = new WeakMap<object, Map<number, string>>();
-const INDEX = /^(?:0|[1-9]\d*)$/;
-const isIndex = (k: string) => INDEX.test(k) && Number(k) < 4294967295;
-const omitted = (v: unknown) => v === undefined || typeof v === 'function' || typeof v === 'symbol';
-
-function pretty(x: unknown, depth: number): string {
-  if (x === null || typeof x !== 'object') return JSON.stringify(x) ?? 'undefined';
-  const frozen = Object.isFrozen(x);
-  const known = frozen ? texts.get(x)?.get(depth) : undefined;
-  if (known !== undefined) return known;
-  const pad = '  '.repeat(depth + 1);
-  const items: string[] = [];
-  let text: string;
-  if (Array.isArray(x)) {
-    for (const v of x) items.push(pad + (omitted(v) ? 'null' : pretty(v, depth + 1)));
-    text = items.length ? `[\n${items.join(',\n')}\n${'  '.repeat(depth)}]` : '[]';
-  } else {
-    const keys = Object.keys(x).sort();
-    const ordered = [
-      ...keys.filter(isIndex).sort((a, b) => Number(a) - Number(b)),
-      ...keys.filter((k) => !isIndex(k)),
-    ];
-    for (const k of ordered) {
-      const v = (x as Record<string, unknown>)[k];
-      if (!omitted(v)) items.push(`${pad}${JSON.stringify(k)}: ${pretty(v, depth + 1)}`);
-    }
-    text = items.length ? `{\n${items.join(',\n')}\n${'  '.repeat(depth)}}` : '{}';
-  }
-  if (frozen) {
-    let byDepth = texts.get(x);
-    if (!byDepth) texts.set(x, (byDepth = new Map()));
-    byDepth.set(depth, text);
-  }
-  return text;
-}
-
 import { skeletonFingerprint } from '../firewall/rules.js';
 import { ObjectMemo } from '../model/intern.js';
+import { canonicalJson } from '../model/json.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import type {
   BridgeState,

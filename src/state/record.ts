@@ -2,12 +2,27 @@
  * The record of the last apply, kept in the instance's state directory: what was
  * applied from where, how it went, and the Docker-shaped view that `network`/`container`
  * `ls`/`inspect` print without re-reading the manifests.
+ *
+ *   <state dir>/last-apply.json         the apply, the networks' views, the container index
+ *   <state dir>/containers/NAME.json    one container's view and its network memberships
+ *
+ * A container's file is written only when its text changes (the index holds each file's
+ * SHA-256), so recording an edit at 1000 containers writes the files of the containers
+ * it changed, not a document about all of them.
  */
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { WorldView } from '../cli/views.js';
-import { buildViews } from '../cli/views.js';
+import {
+  type ContainerRecord,
+  containerRecords,
+  membersOf,
+  type NetworkView,
+  networkViews,
+  type WorldView,
+} from '../cli/views.js';
 import type { ApplyOutcome, Engine } from '../engine.js';
+import { compactJson } from '../model/json.js';
+import { sha256hex } from '../model/names.js';
 import type { Spec } from '../model/spec.js';
 import { readJson, stateDir, writeText } from './store.js';
 
@@ -19,16 +34,52 @@ export interface LastApply {
   durationMs: number;
   converged: boolean;
   view: WorldView;
+  /** Container name → SHA-256 of its file, in the resolved world's order. */
+  index: Record<string, string>;
+}
+
+/** last-apply.json: the networks' views without their members (each container file has them). */
+interface RecordFile extends Omit<LastApply, 'view'> {
+  networks: NetworkView[];
 }
 
 export const lastApplyFile = (instance: string) => join(stateDir(instance), 'last-apply.json');
+const containersDir = (instance: string) => join(stateDir(instance), 'containers');
+const containerFile = (instance: string, name: string) => join(containersDir(instance), `${name}.json`);
 
 export function readLastApply(instance: string): LastApply | undefined {
-  return readJson<LastApply>(lastApplyFile(instance));
+  const f = readJson<RecordFile>(lastApplyFile(instance));
+  if (!f?.index || !f.networks) return undefined;
+  const recs: ContainerRecord[] = [];
+  for (const name of Object.keys(f.index)) {
+    const rec = readJson<ContainerRecord>(containerFile(instance, name));
+    if (rec) recs.push(rec);
+  }
+  const { networks, ...rest } = f;
+  return {
+    ...rest,
+    view: {
+      instance,
+      networks: networks.map((n) => ({ ...n, Containers: membersOf(recs, n.Name) })),
+      containers: recs.map((x) => x.view),
+    },
+  };
 }
 
 export function clearLastApply(instance: string): void {
   rmSync(lastApplyFile(instance), { force: true });
+  rmSync(containersDir(instance), { recursive: true, force: true });
+}
+
+/** A record's text and its hash, kept per (frozen, remembered) record. */
+const texts = new WeakMap<ContainerRecord, { text: string; sha: string }>();
+function textOf(rec: ContainerRecord): { text: string; sha: string } {
+  let t = texts.get(rec);
+  if (!t) {
+    const text = `${compactJson(rec)}\n`;
+    texts.set(rec, (t = { text, sha: sha256hex(text) }));
+  }
+  return t;
 }
 
 /** Record an apply; the view is built from a fresh observation (MACs the kernel chose). */
@@ -41,23 +92,65 @@ export async function recordApply(
   /** The record written last, when the caller kept it (the daemon): saves reading it back. */
   previous?: LastApply,
 ): Promise<LastApply> {
+  const instance = engine.instance;
   const after = outcome.after;
   const now = new Date().toISOString();
+  const before = previous ?? readJson<RecordFile>(lastApplyFile(instance));
+  const recs = containerRecords(after.resolved!, after.observation.state);
+  const networks = networkViews(after.resolved!, recs, now);
   // A network keeps the creation time of the apply that first made it.
-  const before = new Map(
-    (previous ?? readLastApply(engine.instance))?.view.networks.map((n) => [n.Id, n.Created]) ?? [],
+  const created = new Map(
+    (before && 'networks' in before ? before.networks : (before?.view.networks ?? [])).map((n) => [
+      n.Id,
+      n.Created,
+    ]),
   );
-  const record: LastApply = {
+  for (const n of networks) n.Created = created.get(n.Id) ?? n.Created;
+
+  const index: Record<string, string> = {};
+  const had = before?.index ?? {};
+  for (const rec of recs) {
+    const name = rec.view.Name.slice(1);
+    const { text, sha } = textOf(rec);
+    index[name] = sha;
+    if (had[name] !== sha) writeText(containerFile(instance, name), text);
+  }
+  removeStale(instance, index, before ? had : undefined);
+  const file: RecordFile = {
     time: now,
     source: { ...source, files: [...spec.files] },
     actions: outcome.plan.actions.length,
     writes: outcome.writes,
     durationMs,
     converged: outcome.residual.actions.length === 0,
-    view: buildViews(after.resolved!, after.observation.state, now),
+    index,
+    networks: networks.map((n) => ({ ...n, Containers: {} })),
   };
-  for (const n of record.view.networks) n.Created = before.get(n.Id) ?? n.Created;
-  // Compact: at 1000 containers the indented form doubled the cost of every recorded apply.
-  writeText(lastApplyFile(engine.instance), `${JSON.stringify(record)}\n`);
-  return record;
+  writeText(lastApplyFile(instance), `${JSON.stringify(file)}\n`);
+  const { networks: _, ...rest } = file;
+  return { ...rest, view: { instance, networks, containers: recs.map((x) => x.view) } };
+}
+
+/**
+ * Delete the files of containers no longer in the index: those the last record named, or
+ * (no last record) whatever the directory holds.
+ */
+function removeStale(
+  instance: string,
+  index: Record<string, string>,
+  had: Record<string, string> | undefined,
+) {
+  let names: string[];
+  if (had) names = Object.keys(had);
+  else {
+    try {
+      names = readdirSync(containersDir(instance)).flatMap((f) =>
+        f.endsWith('.json') ? [f.slice(0, -5)] : [],
+      );
+    } catch {
+      names = [];
+    }
+  }
+  for (const name of names)
+    if (!Object.hasOwn(index, name)) rmSync(containerFile(instance, name), { force: true });
 }

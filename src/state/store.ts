@@ -2,7 +2,7 @@
  * Per-instance files shared across namespaces: the state directory and the lock.
  * Both are scoped by instance name so two instances never interfere.
  *
- *   $TETHER_STATE_DIR (default /var/lib/tether)/<instance>/last-apply.json
+ *   $TETHER_STATE_DIR (default /var/lib/tether)/<instance>/last-apply.json, containers/ (state/record.ts)
  *   $TETHER_RUN_DIR   (default /run/tether)/<instance>/lock
  */
 import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';

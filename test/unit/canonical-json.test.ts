@@ -1,6 +1,9 @@
-/** canonicalJson is JSON.stringify of a key-sorted copy, indent 2, also for frozen (cached) parts. */
+/**
+ * canonicalJson is JSON.stringify of a key-sorted copy, indent 2; compactJson is
+ * JSON.stringify; both also for frozen (cached) parts.
+ */
 import { describe, expect, it } from 'vitest';
-import { canonicalJson } from '../../src/diff/desired.js';
+import { canonicalJson, compactJson } from '../../src/model/json.js';
 
 function sortKeys(x: unknown): unknown {
   if (Array.isArray(x)) return x.map(sortKeys);
@@ -29,6 +32,12 @@ describe('canonicalJson', () => {
     it(`matches JSON.stringify of the key-sorted value (case ${i})`, () => {
       expect(canonicalJson(v)).toBe(reference(v));
       expect(canonicalJson(v)).toBe(reference(v)); // again, from the cache of frozen parts
+    });
+  }
+  for (const [i, v] of cases.entries()) {
+    it(`compactJson matches JSON.stringify (case ${i})`, () => {
+      expect(compactJson(v)).toBe(JSON.stringify(v));
+      expect(compactJson(v)).toBe(JSON.stringify(v));
     });
   }
 });

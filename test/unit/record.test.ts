@@ -1,0 +1,108 @@
+/**
+ * The record of the last apply: one file per container, written only when its text
+ * changes, files of removed containers deleted, and read back as the view buildViews makes.
+ */
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildViews } from '../../src/cli/views.js';
+import { desiredState } from '../../src/diff/desired.js';
+import type { ApplyOutcome, Engine } from '../../src/engine.js';
+import { EMPTY_STATE, type KernelState } from '../../src/model/state.js';
+import { resolve } from '../../src/spec/ipam.js';
+import { loadSpecFromStrings } from '../../src/spec/load.js';
+import { clearLastApply, type LastApply, readLastApply, recordApply } from '../../src/state/record.js';
+
+const host = {
+  reserved4: [],
+  reserved6: [],
+  ulaSeed: 'rec',
+  ephemeralPorts: [49153, 65535] as [number, number],
+};
+const instance = 'rectest';
+let dir = '';
+let saved: string | undefined;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tether-record-'));
+  saved = process.env.TETHER_STATE_DIR;
+  process.env.TETHER_STATE_DIR = dir;
+});
+afterAll(() => {
+  if (saved === undefined) delete process.env.TETHER_STATE_DIR;
+  else process.env.TETHER_STATE_DIR = saved;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function world(containers: string, actual: KernelState) {
+  const spec = loadSpecFromStrings([
+    { path: 'm.yaml', text: `networks:\n  front: {}\n  back: {}\ncontainers:\n${containers}` },
+  ]);
+  const resolved = resolve(spec, instance, actual, host);
+  const state = desiredState(resolved, '');
+  const outcome = {
+    plan: { actions: [] },
+    residual: { actions: [] },
+    writes: 1,
+    after: { resolved, observation: { state } },
+  } as unknown as ApplyOutcome;
+  return { spec, resolved, state, outcome };
+}
+
+const engine = { instance } as Engine;
+const files = () => readdirSync(join(dir, instance, 'containers')).sort();
+const inode = (name: string) => statSync(join(dir, instance, 'containers', `${name}.json`)).ino;
+
+describe('recordApply / readLastApply', () => {
+  it('keeps one file per container, rewrites only changed ones, reads back the whole view', async () => {
+    const a = world(
+      '  web: { networks: [front], ports: ["8080:80"] }\n  db: { networks: [back] }\n  both: { networks: [front, back] }\n  h: { network_mode: host }\n',
+      EMPTY_STATE,
+    );
+    const first = await recordApply(engine, a.spec, a.outcome, { path: '/m' }, 5);
+    expect(files()).toEqual(['both.json', 'db.json', 'h.json', 'web.json']);
+    const read1 = readLastApply(instance)!;
+    const fresh1 = buildViews(a.resolved, a.state, 'x');
+    expect(read1.view.containers).toEqual(fresh1.containers);
+    expect(read1.view.networks.map((n) => [n.Name, Object.keys(n.Containers).length])).toEqual([
+      ['bridge', 0],
+      ['front', 2],
+      ['back', 2],
+      ['host', 1],
+      ['none', 0],
+    ]);
+    expect(read1.view.networks.map((n) => n.Containers)).toEqual(fresh1.networks.map((n) => n.Containers));
+    const created = read1.view.networks[1]!.Created;
+    const dbIno = inode('db');
+    const webIno = inode('web');
+
+    // Daemon path (previous record in memory): web's port changes, h goes, new comes.
+    const b = world(
+      '  web: { networks: [front], ports: ["9090:80"] }\n  db: { networks: [back] }\n  both: { networks: [front, back] }\n  new: { networks: [front] }\n',
+      a.state,
+    );
+    const second: LastApply = await recordApply(engine, b.spec, b.outcome, { path: '/m' }, 5, first);
+    expect(files()).toEqual(['both.json', 'db.json', 'new.json', 'web.json']);
+    expect(inode('db')).toBe(dbIno); // unchanged: not rewritten
+    expect(inode('web')).not.toBe(webIno);
+    const read2 = readLastApply(instance)!;
+    expect(read2.view.containers).toEqual(buildViews(b.resolved, b.state, 'x').containers);
+    expect(read2.view.containers.find((c) => c.Name === '/web')!.NetworkSettings.Ports['80/tcp']).toEqual([
+      { HostIp: '0.0.0.0', HostPort: '9090' },
+      { HostIp: '::', HostPort: '9090' },
+    ]);
+    expect(Object.keys(read2.view.networks[1]!.Containers)).toHaveLength(3);
+    expect(read2.view.networks[1]!.Created).toBe(created); // a network keeps its creation time
+    expect(second.view.containers).toEqual(read2.view.containers);
+
+    // One-shot path (no record in memory): the index on disk decides what is rewritten.
+    const c = world('  db: { networks: [back] }\n', b.state);
+    await recordApply(engine, c.spec, c.outcome, { path: '/m' }, 5);
+    expect(files()).toEqual(['db.json']);
+    expect(inode('db')).toBe(dbIno);
+    expect(readLastApply(instance)!.view.containers.map((x) => x.Name)).toEqual(['/db']);
+
+    clearLastApply(instance);
+    expect(readLastApply(instance)).toBeUndefined();
+  });
+});
