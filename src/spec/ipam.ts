@@ -13,7 +13,7 @@
  * Pure: observed facts come in as arguments.
  */
 import { SpecError, type SpecProblem } from '../model/errors.js';
-import { internRecord } from '../model/intern.js';
+import { freezeData, internRecord, ObjectMemo, sameData } from '../model/intern.js';
 import {
   addrOf,
   type Cidr,
@@ -38,8 +38,8 @@ import type {
   ResolvedNetwork,
   ResolvedPort,
 } from '../model/resolved.js';
-import type { IpamRequest, NetworkSpec, Spec } from '../model/spec.js';
-import { type KernelState, linkOn } from '../model/state.js';
+import type { ContainerSpec, IpamRequest, NetworkSpec, Spec } from '../model/spec.js';
+import { type KernelState, linkOn, type NamespaceState } from '../model/state.js';
 
 /** What the host looks like, as far as IPAM cares. */
 export interface HostFacts {
@@ -244,7 +244,7 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
   const problems: SpecProblem[] = [];
   const pools4 = spec.daemon.defaultAddressPools ?? DEFAULT_POOLS;
   const ula = ulaBase(host.ulaSeed);
-  const networks: Record<string, ResolvedNetwork> = {};
+  const fresh: Record<string, ResolvedNetwork> = {};
   const nets = Object.values(spec.networks);
   const claims4 = Claims.of(nets, actual, 4);
   const claims6 = Claims.of(nets, actual, 6);
@@ -269,7 +269,7 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
           problems,
         )
       : undefined;
-    networks[n.name] = {
+    fresh[n.name] = {
       name: n.name,
       id: networkId(instance, n.name),
       bridge: bridgeName(instance, n.name, n.isDefault, n.bridgeName),
@@ -279,6 +279,9 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
     };
   }
 
+  // Unchanged networks and containers keep the objects of this instance's last result.
+  const prev = lastResolved.get(instance);
+  const networks = internRecord(fresh, prev?.networks);
   const pools = new Map<string, { v4?: Pool; v6?: Pool }>();
   for (const n of Object.values(networks)) {
     pools.set(n.name, { v4: n.v4 && new Pool(4, n.v4), v6: n.v6 && new Pool(6, n.v6) });
@@ -351,82 +354,178 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
     }
   }
 
-  const prefixes = new Map<string, { v4?: number; v6?: number }>();
-  for (const n of Object.values(networks)) {
-    prefixes.set(n.name, {
-      v4: n.v4 ? parseCidr(n.v4.subnet).len : undefined,
-      v6: n.v6 ? parseCidr(n.v6.subnet).len : undefined,
-    });
-  }
   const containers: Record<string, ResolvedContainer> = {};
+  const parts: [ContainerSpec, EndpointsPart][] = [];
   for (const c of ctrs) {
+    const nets = c.networks.map((a) => networks[a.network]);
+    const addrs = c.networks.map((a) => chosen.get(key(c.name, a.network)));
     const ns = actual.namespaces[c.name];
-    const endpoints: Mutable<ResolvedEndpoint>[] = [];
-    const usedNames = new Set<string>();
-    // Sticky interface names: an endpoint already in the namespace keeps its name.
-    const sticky = new Map<string, string>();
-    for (const l of Object.values(ns?.links ?? {})) sticky.set(l.network, l.name);
-    for (const a of c.networks) {
-      const want = a.interfaceName ?? sticky.get(a.network);
-      if (want && !usedNames.has(want)) usedNames.add(want);
-    }
-    for (const a of c.networks) {
-      const net = networks[a.network];
-      if (!net) continue;
-      let ifname = a.interfaceName ?? sticky.get(a.network);
-      if (!ifname || (ifname !== a.interfaceName && endpoints.some((e) => e.ifname === ifname))) {
-        let i = 0;
-        while (usedNames.has(`${net.spec.ifacePrefix}${i}`)) i++;
-        ifname = `${net.spec.ifacePrefix}${i}`;
-        usedNames.add(ifname);
-      }
-      const got = chosen.get(key(c.name, a.network)) ?? {};
-      endpoints.push({
-        network: a.network,
-        ifname,
-        hostVeth: vethName(instance, c.name, a.network),
-        mac: a.macAddress?.toLowerCase(),
-        ipv4: got.v4,
-        ipv6: got.v6,
-        prefix4: prefixes.get(a.network)!.v4,
-        prefix6: prefixes.get(a.network)!.v6,
-        aliases: a.aliases,
-        gwPriority: a.gwPriority,
-        isGateway4: false,
-        isGateway6: false,
-      });
-    }
-    const gw4 = pickGateway(endpoints, networks, 4);
-    const gw6 = pickGateway(endpoints, networks, 6);
-    for (const e of endpoints) {
-      e.isGateway4 = e === gw4;
-      e.isGateway6 = e === gw6;
-    }
-    const created = c.mode !== 'host' && !c.netns;
-    containers[c.name] = {
-      name: c.name,
-      id: containerId(instance, c.name),
-      spec: c,
-      mode: c.mode,
-      netnsName: created ? netnsName(instance, c.name) : undefined,
-      netnsPath: c.mode === 'host' ? '' : (c.netns ?? `/run/netns/${netnsName(instance, c.name)}`),
-      attached: !!c.netns,
-      endpoints,
-      ports: [],
-    };
+    const sticky = stickyNames(ns);
+    const inputs: unknown[] = [instance, sticky.key, spec.daemon.userlandProxy, ...nets];
+    for (const g of addrs) inputs.push(g?.v4, g?.v6);
+    parts.push([
+      c,
+      endpointParts.of(c, inputs, () => endpointsPart(c, instance, nets, addrs, sticky.names, spec)),
+    ]);
   }
-  resolveAllPorts(spec, containers, networks, actual, host.ephemeralPorts ?? [32768, 60999], problems);
+  const hostPorts = allocatePorts(parts, actual, host.ephemeralPorts ?? [32768, 60999], problems);
+  for (const [c, part] of parts) {
+    const chosenPorts = hostPorts.get(part)!;
+    let made = containerParts.get(part, chosenPorts);
+    if (!made) {
+      // Made afresh, yet maybe equal to the last result's: then that object is kept.
+      const fresh = containerOf(c, instance, part, chosenPorts);
+      const old = prev?.containers[c.name];
+      made = containerParts.set(part, chosenPorts, old && sameData(old, fresh) ? old : fresh);
+    }
+    containers[c.name] = made;
+  }
   if (problems.length) throw new SpecError(problems);
-  // Unchanged networks and containers keep the objects of this instance's last result.
-  const prev = lastResolved.get(instance);
   const result: Resolved = {
     instance,
     spec,
-    networks: internRecord(networks, prev?.networks),
-    containers: internRecord(containers, prev?.containers),
+    networks,
+    containers,
   };
   lastResolved.set(instance, result);
   return result;
+}
+
+/** A published port binding before its host port is chosen. */
+interface PendingPort {
+  readonly sp: ContainerSpec['ports'][number];
+  readonly offset: number;
+  /** An explicit host port (or range as long as the container's): not allocated. */
+  readonly fixed: boolean;
+  readonly targets: readonly {
+    readonly family: 4 | 6;
+    readonly ip: string;
+    readonly ep: ResolvedEndpoint;
+    readonly mode: ResolvedPort['mode'];
+    /** An IPv6 binding served by the userland proxy to the container's IPv4 address. */
+    readonly proxy?: boolean;
+  }[];
+}
+
+/** One container's endpoints and the bindings its ports ask for. */
+interface EndpointsPart {
+  readonly endpoints: readonly ResolvedEndpoint[];
+  readonly pending: readonly PendingPort[];
+}
+
+/**
+ * Per container spec, remembered with everything they are made from (the interface names
+ * in the namespace as observed; the networks; the addresses chosen): an unchanged
+ * container costs its address bookkeeping and a lookup, and keeps its objects.
+ */
+const endpointParts = new ObjectMemo<ContainerSpec, EndpointsPart>();
+/** The resolved container, per endpoints part and the host ports chosen for its bindings. */
+const containerParts = new ObjectMemo<EndpointsPart, ResolvedContainer>();
+
+/**
+ * Sticky interface names: an endpoint already in the namespace keeps its name. Network →
+ * interface name, and the same as a string, per observed namespace.
+ */
+const stickyOf = new WeakMap<NamespaceState, { names: ReadonlyMap<string, string>; key: string }>();
+const NO_STICKY = { names: new Map<string, string>(), key: '' };
+function stickyNames(ns: NamespaceState | undefined): { names: ReadonlyMap<string, string>; key: string } {
+  if (!ns) return NO_STICKY;
+  let s = stickyOf.get(ns);
+  if (!s) {
+    const names = new Map<string, string>();
+    for (const l of Object.values(ns.links)) names.set(l.network, l.name);
+    stickyOf.set(ns, (s = { names, key: JSON.stringify([...names]) }));
+  }
+  return s;
+}
+
+function endpointsPart(
+  c: ContainerSpec,
+  instance: string,
+  nets: readonly (ResolvedNetwork | undefined)[],
+  addrs: readonly ({ v4?: string; v6?: string } | undefined)[],
+  sticky: ReadonlyMap<string, string>,
+  spec: Spec,
+): EndpointsPart {
+  const endpoints: Mutable<ResolvedEndpoint>[] = [];
+  const usedNames = new Set<string>();
+  for (const a of c.networks) {
+    const want = a.interfaceName ?? sticky.get(a.network);
+    if (want && !usedNames.has(want)) usedNames.add(want);
+  }
+  const byName: Record<string, ResolvedNetwork> = {};
+  c.networks.forEach((a, i) => {
+    const net = nets[i];
+    if (!net) return;
+    byName[net.name] = net;
+    let ifname = a.interfaceName ?? sticky.get(a.network);
+    if (!ifname || (ifname !== a.interfaceName && endpoints.some((e) => e.ifname === ifname))) {
+      let k = 0;
+      while (usedNames.has(`${net.spec.ifacePrefix}${k}`)) k++;
+      ifname = `${net.spec.ifacePrefix}${k}`;
+      usedNames.add(ifname);
+    }
+    const got = addrs[i] ?? {};
+    endpoints.push({
+      network: a.network,
+      ifname,
+      hostVeth: vethName(instance, c.name, a.network),
+      mac: a.macAddress?.toLowerCase(),
+      ipv4: got.v4,
+      ipv6: got.v6,
+      prefix4: net.v4 ? parseCidr(net.v4.subnet).len : undefined,
+      prefix6: net.v6 ? parseCidr(net.v6.subnet).len : undefined,
+      aliases: a.aliases,
+      gwPriority: a.gwPriority,
+      isGateway4: false,
+      isGateway6: false,
+    });
+  });
+  const gw4 = pickGateway(endpoints, byName, 4);
+  const gw6 = pickGateway(endpoints, byName, 6);
+  for (const e of endpoints) {
+    e.isGateway4 = e === gw4;
+    e.isGateway6 = e === gw6;
+  }
+  const pending = c.mode === 'bridge' ? pendingPorts(c, endpoints, byName, spec.daemon.userlandProxy) : [];
+  return freezeData({ endpoints, pending });
+}
+
+function containerOf(
+  c: ContainerSpec,
+  instance: string,
+  part: EndpointsPart,
+  hostPorts: readonly number[],
+): ResolvedContainer {
+  const created = c.mode !== 'host' && !c.netns;
+  const ports: ResolvedPort[] = [];
+  part.pending.forEach((p, i) => {
+    for (const t of p.targets) {
+      ports.push({
+        family: t.family,
+        protocol: p.sp.protocol,
+        containerPort: p.sp.target + p.offset,
+        containerIp: (t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6)!,
+        hostPort: t.mode === 'routed' ? 0 : hostPorts[i]!,
+        hostIp: t.ip,
+        ephemeral: !p.fixed,
+        mode: t.mode,
+        network: t.ep.network,
+        ...(t.proxy ? { proxy: true } : {}),
+      });
+    }
+  });
+  return freezeData({
+    name: c.name,
+    id: containerId(instance, c.name),
+    spec: c,
+    mode: c.mode,
+    netnsName: created ? netnsName(instance, c.name) : undefined,
+    netnsPath: c.mode === 'host' ? '' : (c.netns ?? `/run/netns/${netnsName(instance, c.name)}`),
+    attached: !!c.netns,
+    endpoints: part.endpoints,
+    ports,
+  });
 }
 
 /** Each instance's last resolve() result, for internRecord. */
@@ -568,112 +667,116 @@ const natMode = (m: string) => (m === 'isolated' ? 'nat' : m) as ResolvedPort['m
 /**
  * Published ports (docker-semantics §5.2–5.4). Each spec binding becomes one binding per
  * address family the host IP allows and the gateway endpoint has an address for; both
- * families share one host port. Ephemeral ports: the port this binding already has in
- * the kernel, else Docker's cursor over the ephemeral range. Routed networks ignore the
- * host port (no NAT). Containers without a gateway endpoint publish nothing. An IPv6
- * binding of a container without IPv6 is marked `proxy` (served by the userland proxy,
- * no nft element) unless `daemon.userland-proxy` is false, as in Docker.
+ * families share one host port. Routed networks ignore the host port (no NAT).
+ * Containers without a gateway endpoint publish nothing. An IPv6 binding of a container
+ * without IPv6 is marked `proxy` (served by the userland proxy, no nft element) unless
+ * `daemon.userland-proxy` is false, as in Docker.
  */
-function resolveAllPorts(
-  spec: Spec,
-  containers: Record<string, ResolvedContainer>,
-  networks: Record<string, ResolvedNetwork>,
+function pendingPorts(
+  c: ContainerSpec,
+  endpoints: readonly ResolvedEndpoint[],
+  networks: Readonly<Record<string, ResolvedNetwork>>,
+  userlandProxy: boolean,
+): PendingPort[] {
+  const pending: PendingPort[] = [];
+  const gw4 = endpoints.find((e) => e.isGateway4);
+  const gw6 = endpoints.find((e) => e.isGateway6);
+  const net4 = gw4 && networks[gw4.network]!;
+  const net6 = gw6 && networks[gw6.network]!;
+  const deflt = net4?.spec.hostBindingIpv4 ?? net6?.spec.hostBindingIpv4 ?? '0.0.0.0';
+  for (const sp of c.ports) {
+    const n = sp.targetEnd - sp.target + 1;
+    const hostIp = sp.hostIp ?? deflt;
+    // Only the *default* 0.0.0.0 means "all IPv4 and IPv6 addresses"; a binding that
+    // names 0.0.0.0 itself is IPv4-only, one that names :: IPv6-only (§5.2, §5.3).
+    const both = sp.hostIp === undefined && hostIp === '0.0.0.0';
+    const want4 = both || !hostIp.includes(':');
+    const want6 = both || hostIp.includes(':');
+    // Routed (no NAT): the host address is replaced with the unspecified one (§1.3).
+    const ipFor = (family: 4 | 6, m: ResolvedPort['mode']) =>
+      m === 'routed' || (family === 6 && both) ? (family === 4 ? '0.0.0.0' : '::') : hostIp;
+    const fixed =
+      sp.published !== undefined &&
+      (sp.publishedEnd === undefined || sp.publishedEnd - sp.published === sp.targetEnd - sp.target);
+    for (let offset = 0; offset < n; offset++) {
+      const targets: Mutable<PendingPort['targets']> = [];
+      if (want4 && gw4?.ipv4) {
+        const m = natMode(net4!.spec.gatewayModeV4);
+        targets.push({ family: 4, ip: ipFor(4, m), ep: gw4, mode: m });
+      }
+      if (want6 && gw6?.ipv6) {
+        const m = natMode(net6!.spec.gatewayModeV6);
+        targets.push({ family: 6, ip: ipFor(6, m), ep: gw6, mode: m });
+      } else if (want6 && gw4?.ipv4 && userlandProxy) {
+        // A container without IPv6: Docker's proxy serves the IPv6 binding to its IPv4
+        // address (§5.2, TestProxy4To6); NAT cannot. Not in routed mode (no host port).
+        const m = natMode(net4!.spec.gatewayModeV4);
+        if (m !== 'routed') targets.push({ family: 6, ip: ipFor(6, m), ep: gw4, mode: m, proxy: true });
+      }
+      pending.push({ sp, offset, fixed, targets });
+    }
+  }
+  return pending;
+}
+
+/**
+ * Host ports for every pending binding (0 where none applies), per endpoints part in
+ * binding order. Explicit ones as given; ephemeral ones: the port the binding already has
+ * in the kernel, else Docker's cursor over the ephemeral range.
+ */
+function allocatePorts(
+  parts: readonly (readonly [ContainerSpec, EndpointsPart])[],
   actual: KernelState,
   range: readonly [number, number],
   problems: SpecProblem[],
-): void {
+): Map<EndpointsPart, number[]> {
   const book = new PortBook(range);
-  const existing = existingBindings(actual);
-  interface Pending {
-    c: ResolvedContainer;
-    sp: Spec['containers'][string]['ports'][number];
-    offset: number;
-    /** An explicit host port (or range as long as the container's): not allocated. */
-    fixed: boolean;
-    targets: {
-      family: 4 | 6;
-      ip: string;
-      ep: ResolvedEndpoint;
-      mode: ResolvedPort['mode'];
-      /** An IPv6 binding served by the userland proxy to the container's IPv4 address. */
-      proxy?: boolean;
-    }[];
-  }
-  const pending: Pending[] = [];
-  for (const c of Object.values(containers)) {
-    if (c.mode !== 'bridge') continue;
-    const gw4 = c.endpoints.find((e) => e.isGateway4);
-    const gw6 = c.endpoints.find((e) => e.isGateway6);
-    const net4 = gw4 && networks[gw4.network]!;
-    const net6 = gw6 && networks[gw6.network]!;
-    const deflt = net4?.spec.hostBindingIpv4 ?? net6?.spec.hostBindingIpv4 ?? '0.0.0.0';
-    for (const sp of c.spec.ports) {
-      const n = sp.targetEnd - sp.target + 1;
-      const hostIp = sp.hostIp ?? deflt;
-      // Only the *default* 0.0.0.0 means "all IPv4 and IPv6 addresses"; a binding that
-      // names 0.0.0.0 itself is IPv4-only, one that names :: IPv6-only (§5.2, §5.3).
-      const both = sp.hostIp === undefined && hostIp === '0.0.0.0';
-      const want4 = both || !hostIp.includes(':');
-      const want6 = both || hostIp.includes(':');
-      // Routed (no NAT): the host address is replaced with the unspecified one (§1.3).
-      const ipFor = (family: 4 | 6, m: ResolvedPort['mode']) =>
-        m === 'routed' || (family === 6 && both) ? (family === 4 ? '0.0.0.0' : '::') : hostIp;
-      const fixed =
-        sp.published !== undefined &&
-        (sp.publishedEnd === undefined || sp.publishedEnd - sp.published === sp.targetEnd - sp.target);
-      for (let offset = 0; offset < n; offset++) {
-        const targets: Pending['targets'] = [];
-        if (want4 && gw4?.ipv4) {
-          const m = natMode(net4!.spec.gatewayModeV4);
-          targets.push({ family: 4, ip: ipFor(4, m), ep: gw4, mode: m });
-        }
-        if (want6 && gw6?.ipv6) {
-          const m = natMode(net6!.spec.gatewayModeV6);
-          targets.push({ family: 6, ip: ipFor(6, m), ep: gw6, mode: m });
-        } else if (want6 && gw4?.ipv4 && spec.daemon.userlandProxy) {
-          // A container without IPv6: Docker's proxy serves the IPv6 binding to its IPv4
-          // address (§5.2, TestProxy4To6); NAT cannot. Not in routed mode (no host port).
-          const m = natMode(net4!.spec.gatewayModeV4);
-          if (m !== 'routed') targets.push({ family: 6, ip: ipFor(6, m), ep: gw4, mode: m, proxy: true });
-        }
-        pending.push({ c, sp, offset, fixed, targets });
-      }
-    }
-  }
+  const out = new Map<EndpointsPart, number[]>();
   // Explicit host ports first (their clashes are input errors, checked by the loader).
-  for (const p of pending) {
-    if (!p.fixed) continue;
-    for (const t of p.targets)
-      if (t.mode !== 'routed') book.take(t.family, p.sp.protocol, t.ip, p.sp.published! + p.offset);
-  }
-  // Sticky ephemeral ports next, then new ones.
-  const chosen = new Map<Pending, number>();
-  for (const p of pending) {
-    if (p.fixed) continue;
-    const nat = p.targets.filter((t) => t.mode !== 'routed');
-    const port = p.sp.target + p.offset;
-    // Proxied bindings are remembered by the running proxy configuration (existingBindings).
-    const seen = nat.map((t) =>
-      existing.get(
-        `${t.family} ${p.sp.protocol} ${t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`,
-      ),
+  for (const [, part] of parts) {
+    out.set(
+      part,
+      part.pending.map((p) => (p.fixed ? p.sp.published! + p.offset : 0)),
     );
-    const lo = p.sp.published ?? range[0];
-    const hi = p.sp.publishedEnd ?? p.sp.published ?? range[1];
-    const same = seen[0];
-    if (
-      same !== undefined &&
-      seen.every((x) => x === same) &&
-      same >= lo &&
-      same <= hi &&
-      nat.every((t) => book.isFree(t.family, p.sp.protocol, t.ip, same))
-    ) {
-      for (const t of nat) book.take(t.family, p.sp.protocol, t.ip, same);
-      chosen.set(p, same);
+    for (const p of part.pending) {
+      if (!p.fixed) continue;
+      for (const t of p.targets)
+        if (t.mode !== 'routed') book.take(t.family, p.sp.protocol, t.ip, p.sp.published! + p.offset);
     }
   }
-  for (const p of pending) {
-    if (p.fixed || chosen.has(p)) continue;
+  // Sticky ephemeral ports next, then new ones. The kernel's bindings are read only when
+  // some binding is ephemeral.
+  let existing: Map<string, number> | undefined;
+  const unset: [ContainerSpec, PendingPort, number[], number][] = [];
+  for (const [c, part] of parts) {
+    const ports = out.get(part)!;
+    part.pending.forEach((p, i) => {
+      if (p.fixed) return;
+      existing ??= existingBindings(actual);
+      const nat = p.targets.filter((t) => t.mode !== 'routed');
+      const port = p.sp.target + p.offset;
+      // Proxied bindings are remembered by the running proxy configuration (existingBindings).
+      const seen = nat.map((t) =>
+        existing!.get(
+          `${t.family} ${p.sp.protocol} ${t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`,
+        ),
+      );
+      const lo = p.sp.published ?? range[0];
+      const hi = p.sp.publishedEnd ?? p.sp.published ?? range[1];
+      const same = seen[0];
+      if (
+        same !== undefined &&
+        seen.every((x) => x === same) &&
+        same >= lo &&
+        same <= hi &&
+        nat.every((t) => book.isFree(t.family, p.sp.protocol, t.ip, same))
+      ) {
+        for (const t of nat) book.take(t.family, p.sp.protocol, t.ip, same);
+        ports[i] = same;
+      } else unset.push([c, p, ports, i]);
+    });
+  }
+  for (const [c, p, ports, i] of unset) {
     const nat = p.targets.filter((t) => t.mode !== 'routed');
     if (!nat.length) continue;
     const lo = p.sp.published ?? range[0];
@@ -686,27 +789,10 @@ function resolveAllPorts(
     );
     if (port === undefined) {
       problems.push({
-        message: `container '${p.c.name}': all ports are allocated in ${lo}-${hi}/${p.sp.protocol}`,
+        message: `container '${c.name}': all ports are allocated in ${lo}-${hi}/${p.sp.protocol}`,
         src: p.sp.src,
       });
-    } else chosen.set(p, port);
+    } else ports[i] = port;
   }
-  for (const p of pending) {
-    const ports = containers[p.c.name]!.ports as ResolvedPort[];
-    for (const t of p.targets) {
-      const hostPort = t.mode === 'routed' ? 0 : p.fixed ? p.sp.published! + p.offset : (chosen.get(p) ?? 0);
-      ports.push({
-        family: t.family,
-        protocol: p.sp.protocol,
-        containerPort: p.sp.target + p.offset,
-        containerIp: (t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6)!,
-        hostPort,
-        hostIp: t.ip,
-        ephemeral: !p.fixed,
-        mode: t.mode,
-        network: t.ep.network,
-        ...(t.proxy ? { proxy: true } : {}),
-      });
-    }
-  }
+  return out;
 }
