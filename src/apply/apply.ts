@@ -249,7 +249,7 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
   }
   lap('files');
   for (const a of acts) {
-    if (a.op === 'resolver.reload') await reloadResolver(instance, a.config);
+    if (a.op === 'resolver.reload') await reloadResolver(instance, a.config, a.parts, a.removeParts);
     else if (a.op === 'resolver.stop') await stopResolver(instance);
     else continue;
     writes++;

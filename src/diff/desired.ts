@@ -1,10 +1,9 @@
 /** The desired KernelState, derived from the resolved world. Pure. */
 
-import { dnsWorld } from '../dns/config.js';
+import { dnsWorld, resolverState } from '../dns/config.js';
 import { desiredSets } from '../firewall/elements.js';
 import { skeletonFingerprint } from '../firewall/rules.js';
 import { ObjectMemo } from '../model/intern.js';
-import { canonicalJson } from '../model/json.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import type {
   BridgeState,
@@ -61,10 +60,7 @@ export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
     namespaces,
     sysctls,
     files: dns.files,
-    resolver:
-      dns.config || dns.proxies.length
-        ? { config: canonicalJson({ dns: dns.config ?? null, proxies: dns.proxies }), running: true }
-        : undefined,
+    resolver: resolverState(dns),
     nft: any
       ? { skeleton: skeletonFingerprint(), sets: desiredSets(r, new Set(Object.keys(bridges))) }
       : { sets: {} },

@@ -105,12 +105,21 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   if (!dr) {
     if (ar) rest.push({ op: 'resolver.stop' });
   } else if (!ar?.running || ar.config !== dr.config) {
-    const cfg = JSON.parse(dr.config) as { dns: { networks: unknown[] } | null; proxies: unknown[] };
+    // A resolver that serves the observed index has its parts: write the ones that differ.
+    const had = ar?.running ? partHashes(ar.config) : {};
+    const want = partHashes(dr.config);
+    const parts: Record<string, string> = {};
+    for (const [name, text] of Object.entries(dr.parts ?? {}))
+      if (had[name] !== want[name]) parts[name] = text;
     rest.push({
       op: 'resolver.reload',
       config: dr.config,
-      networks: cfg.dns?.networks.length ?? 0,
-      proxies: cfg.proxies.length,
+      parts,
+      removeParts: Object.keys(had)
+        .filter((name) => !(name in want))
+        .sort(),
+      networks: dr.networks ?? 0,
+      proxies: dr.proxies ?? 0,
       start: !ar?.running,
     });
   }
@@ -118,6 +127,15 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Container → part hash, from a resolver index (nothing from one unreadable). */
+function partHashes(index: string): Record<string, string> {
+  try {
+    return (JSON.parse(index) as { parts?: Record<string, string> }).parts ?? {};
+  } catch {
+    return {};
+  }
+}
 
 /** One container's part of both states: its namespace and its veths (in record order). */
 interface ContainerPart {

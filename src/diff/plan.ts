@@ -36,7 +36,18 @@ export type Action =
   | { op: 'file.write'; path: string; content: string; exists: boolean }
   | { op: 'file.delete'; path: string }
   /** The resolver process (DNS for user-defined networks, userland proxies for what NAT cannot serve). */
-  | { op: 'resolver.reload'; config: string; networks: number; proxies: number; start: boolean }
+  | {
+      op: 'resolver.reload';
+      /** The index (dns.json). */
+      config: string;
+      /** Container parts to write (new or changed; all when the resolver is not serving). */
+      parts: Record<string, string>;
+      /** Container parts to delete. */
+      removeParts: string[];
+      networks: number;
+      proxies: number;
+      start: boolean;
+    }
   | { op: 'resolver.stop' };
 
 export interface LinkChange {

@@ -9,7 +9,10 @@
  */
 import { join } from 'node:path';
 import { freezeData, ObjectMemo } from '../model/intern.js';
+import { compactJson } from '../model/json.js';
+import { sha256hex } from '../model/names.js';
 import type { Resolved } from '../model/resolved.js';
+import type { ResolverState } from '../model/state.js';
 import { parseResolvConf, renderHosts, renderResolvConf } from './files.js';
 import type { ProxySpec } from './proxy.js';
 import type { DnsConfig } from './records.js';
@@ -19,6 +22,8 @@ export const netnsEtc = () => process.env.TETHER_NETNS_ETC ?? '/etc/netns';
 export interface DnsWorld {
   /** Undefined when no user-defined network needs a resolver. */
   readonly config?: DnsConfig;
+  /** Each container's endpoints in `config`, for containers that have some (same objects). */
+  readonly parts: readonly (readonly [string, readonly DnsEndpoint[]])[];
   /** Published ports the kernel cannot NAT, relayed in userland (see proxy.ts). */
   readonly proxies: readonly ProxySpec[];
   /** Absolute path → file content. */
@@ -59,17 +64,75 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
   ]);
   const endpoints: DnsConfig['endpoints'] = [];
   const files: Record<string, string> = {};
+  const named: [string, readonly DnsEndpoint[]][] = [];
   for (const c of Object.values(r.containers)) {
     const part = parts.of(c, [key], () => containerDns(c, ctx));
-    endpoints.push(...part.endpoints);
+    if (part.endpoints.length) {
+      for (const e of part.endpoints) endpoints.push(e);
+      named.push([c.name, part.endpoints]);
+    }
     for (const [path, text] of part.files) files[path] = text;
   }
   const host = parseResolvConf(hostResolvConf);
   const upstreams = r.spec.daemon.dns.length ? [...r.spec.daemon.dns] : host.nameservers;
   return {
     config: networks.length ? { networks, endpoints, upstreams } : undefined,
+    parts: networks.length ? named : [],
     proxies: loopbackProxies(r),
     files,
+  };
+}
+
+/**
+ * The resolver's configuration index (dns.json): everything but the containers' names,
+ * which are parts of their own (dns/NAME.json, `{"endpoints": [...]}`), named here with a
+ * hash of their text. The resolver reads a part again only when its hash changes.
+ */
+export interface ResolverIndex {
+  readonly dns: {
+    readonly networks: DnsConfig['networks'];
+    readonly upstreams: DnsConfig['upstreams'];
+  } | null;
+  /** Container → the first 16 hex digits of the SHA-256 of its part's text. */
+  readonly parts: Readonly<Record<string, string>>;
+  readonly proxies: readonly ProxySpec[];
+}
+
+/** A part's text and hash, per (remembered) endpoints list. */
+const partTexts = new WeakMap<readonly DnsEndpoint[], { readonly text: string; readonly hash: string }>();
+export function partText(endpoints: readonly DnsEndpoint[]): {
+  readonly text: string;
+  readonly hash: string;
+} {
+  let t = partTexts.get(endpoints);
+  if (!t) {
+    const text = `${compactJson({ endpoints })}\n`;
+    partTexts.set(endpoints, (t = { text, hash: sha256hex(text).slice(0, 16) }));
+  }
+  return t;
+}
+
+/** The resolver's desired state for a DNS world; undefined when nothing needs a resolver. */
+export function resolverState(w: DnsWorld): ResolverState | undefined {
+  if (!w.config && !w.proxies.length) return undefined;
+  const parts: Record<string, string> = {};
+  const hashes: Record<string, string> = {};
+  for (const [name, endpoints] of w.parts) {
+    const t = partText(endpoints);
+    parts[name] = t.text;
+    hashes[name] = t.hash;
+  }
+  const index: ResolverIndex = {
+    dns: w.config ? { networks: w.config.networks, upstreams: w.config.upstreams } : null,
+    parts: hashes,
+    proxies: w.proxies,
+  };
+  return {
+    config: `${compactJson(index)}\n`,
+    running: true,
+    parts,
+    networks: w.config?.networks.length ?? 0,
+    proxies: w.proxies.length,
   };
 }
 
@@ -92,7 +155,7 @@ type DnsEndpoint = DnsConfig['endpoints'][number];
  */
 const parts = new ObjectMemo<
   ResolvedContainer,
-  { endpoints: readonly DnsEndpoint[]; files: readonly [string, string][] }
+  { readonly endpoints: readonly DnsEndpoint[]; readonly files: readonly [string, string][] }
 >();
 
 /** One container's names for the resolver, and its resolv.conf and hosts. */
@@ -112,7 +175,7 @@ function containerDns(
       if (!served.has(e.network)) continue;
       const names = [c.name, ...e.aliases, ...(c.spec.hostname ? [c.spec.hostname] : [])];
       const own = !external ? [] : ownDns ? [...c.spec.dns] : undefined;
-      // Frozen: canonicalJson keeps the text of frozen objects.
+      // Frozen: compactJson keeps the text of frozen objects.
       endpoints.push(
         freezeData({
           container: c.name,
@@ -178,21 +241,31 @@ function ownAddresses(endpoints: Resolved['containers'][string]['endpoints']): s
  */
 export function loopbackProxies(r: Resolved): ProxySpec[] {
   const out = new Map<string, ProxySpec>();
-  for (const c of Object.values(r.containers)) {
-    for (const p of c.ports) {
-      if (p.family !== 6 || p.mode === 'routed' || !p.hostPort) continue;
-      const listen = p.proxy ? p.hostIp : p.hostIp === '::' || p.hostIp === '::1' ? '::1' : undefined;
-      if (!listen) continue;
-      const spec: ProxySpec = {
+  for (const c of Object.values(r.containers))
+    for (const spec of proxyParts.of(c, [], () => containerProxies(c)))
+      out.set(`${spec.protocol} ${spec.listen} ${spec.port}`, spec);
+  return [...out.values()].sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
+}
+
+/** One container's proxies, per resolved container; frozen, so that their text is kept. */
+const proxyParts = new ObjectMemo<ResolvedContainer, readonly ProxySpec[]>();
+
+function containerProxies(c: ResolvedContainer): ProxySpec[] {
+  const out: ProxySpec[] = [];
+  for (const p of c.ports) {
+    if (p.family !== 6 || p.mode === 'routed' || !p.hostPort) continue;
+    const listen = p.proxy ? p.hostIp : p.hostIp === '::' || p.hostIp === '::1' ? '::1' : undefined;
+    if (!listen) continue;
+    if (p.protocol === 'sctp') continue; // Node has no SCTP sockets
+    out.push(
+      freezeData({
         protocol: p.protocol === 'udp' ? 'udp' : 'tcp',
         listen,
         port: p.hostPort,
         to: p.containerIp,
         toPort: p.containerPort,
-      };
-      if (p.protocol === 'sctp') continue; // Node has no SCTP sockets
-      out.set(`${spec.protocol} ${spec.listen} ${spec.port}`, spec);
-    }
+      }),
+    );
   }
-  return [...out.values()].sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
+  return out;
 }

@@ -2,12 +2,11 @@
  * `tether dns-serve`: the resolver process started by apply (see service.ts). It serves
  * the embedded DNS and the userland proxies for published ports NAT cannot reach.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
-import { sha256hex } from '../model/names.js';
-import { Proxies, type ProxySpec } from './proxy.js';
-import type { DnsConfig } from './records.js';
+import { writeFileSync } from 'node:fs';
+import { Proxies } from './proxy.js';
+import type { DnsConfig, DnsEndpoint } from './records.js';
 import { startResolver } from './server.js';
-import { dnsFiles } from './service.js';
+import { dnsFiles, loadResolverConfig } from './service.js';
 
 const EMPTY_DNS: DnsConfig = { networks: [], endpoints: [], upstreams: [] };
 
@@ -15,10 +14,15 @@ export async function serveDns(instance: string): Promise<void> {
   const f = dnsFiles(instance);
   const log = (level: string, msg: string, data?: Record<string, unknown>) =>
     process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...data })}\n`);
+  // Parts by container, as last loaded: a reload reads only the parts whose hash changed.
+  let known = new Map<string, { hash: string; endpoints: DnsEndpoint[] }>();
   const load = () => {
-    const text = readFileSync(f.config, 'utf8');
-    const parsed = JSON.parse(text) as { dns: DnsConfig | null; proxies: ProxySpec[] };
-    return { cfg: parsed.dns ?? EMPTY_DNS, proxies: parsed.proxies ?? [], hash: sha256hex(text) };
+    const { index, hash, parts } = loadResolverConfig(instance, known);
+    known = parts;
+    const endpoints: DnsEndpoint[] = [];
+    for (const p of parts.values()) for (const e of p.endpoints) endpoints.push(e);
+    const cfg: DnsConfig = index.dns ? { ...index.dns, endpoints } : EMPTY_DNS;
+    return { cfg, proxies: [...(index.proxies ?? [])], hash };
   };
   // A resolver must outlive a bug in one query's handling: log it and keep serving.
   process.on('uncaughtException', (e) =>

@@ -3,24 +3,29 @@
  * names resolve after a one-shot `tether apply` as well as under the daemon. It runs in
  * the namespace tether runs in (the host), listening on the gateway addresses.
  *
- *   runDir/dns.json    the configuration (written by apply, re-read on SIGHUP)
+ *   runDir/dns.json    the configuration's index (written by apply, re-read on SIGHUP)
+ *   runDir/dns/NAME.json  a container's names (a part; the index holds its hash)
  *   runDir/dns.pid     the resolver's pid
  *   runDir/dns.loaded  sha256 of the configuration it has loaded (the reload handshake)
  *   stateDir/dns.log   its log
  *
- * apply starts it or sends SIGHUP, then waits until dns.loaded shows the new hash, so a
- * query right after apply already sees the new names. Only a pid tether recorded, whose
+ * apply writes the parts that changed, then the index; it starts the resolver or sends
+ * SIGHUP, then waits until dns.loaded shows the new hash (woken by inotify), so a query
+ * right after apply already sees the new names. Only a pid tether recorded, whose
  * command line is tether's dns-serve of this instance, is ever signalled.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
 import { sha256hex } from '../model/names.js';
 import { runDir, stateDir, writeText } from '../state/store.js';
+import type { ResolverIndex } from './config.js';
+import type { DnsEndpoint } from './records.js';
 
 const files = (instance: string) => ({
   config: join(runDir(instance), 'dns.json'),
+  parts: join(runDir(instance), 'dns'),
   pid: join(runDir(instance), 'dns.pid'),
   loaded: join(runDir(instance), 'dns.loaded'),
   log: join(stateDir(instance), 'dns.log'),
@@ -65,21 +70,60 @@ function configHash(text: string): string {
   return lastHash.hash;
 }
 
-/** Polls `cond` at 1, 2, 4, 8, then every 10 ms (a reload usually takes a few ms). */
-async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+/** Polls `cond` at 1, 2, 4, 8, then every 10 ms (for what no event reports: a process's end). */
+async function pollFor(cond: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
   for (let pause = 1; !cond(); pause = Math.min(pause * 2, 10)) {
     if (Date.now() > deadline)
-      throw new KernelError('dns resolver', `${what} (see ${'dns.log'} in the state directory)`);
+      throw new KernelError('dns resolver', `${what} (see dns.log in the state directory)`);
     await new Promise((r) => setTimeout(r, pause));
   }
 }
 
-/** Write the configuration, then reload the running resolver or start one; wait until loaded. */
-export async function reloadResolver(instance: string, config: string): Promise<void> {
+/**
+ * Waits until `cond` holds, checking it whenever something in `dir` changes (inotify) and
+ * once a second besides; fails after `ms`.
+ */
+async function waitFor(dir: string, cond: () => boolean, ms: number, what: string): Promise<void> {
+  if (cond()) return;
+  await new Promise<void>((resolve, reject) => {
+    const check = () => {
+      if (cond()) finish();
+      else if (Date.now() > deadline)
+        finish(new KernelError('dns resolver', `${what} (see dns.log in the state directory)`));
+    };
+    const finish = (e?: Error) => {
+      watcher.close();
+      clearInterval(timer);
+      if (e) reject(e);
+      else resolve();
+    };
+    const deadline = Date.now() + ms;
+    const watcher = watch(dir, check);
+    watcher.on('error', () => {});
+    const timer = setInterval(check, 1000);
+    check(); // what happened before the watch began
+  });
+}
+
+/** A part's file. Container names are plain (letters, digits, _ . -): safe as file names. */
+const partFile = (instance: string, name: string) => join(files(instance).parts, `${name}.json`);
+
+/**
+ * Write the parts given and the index, delete the parts named, then reload the running
+ * resolver or start one; wait until it has loaded the index.
+ */
+export async function reloadResolver(
+  instance: string,
+  config: string,
+  parts: Readonly<Record<string, string>> = {},
+  removeParts: readonly string[] = [],
+): Promise<void> {
   const f = files(instance);
-  mkdirSync(runDir(instance), { recursive: true });
+  mkdirSync(f.parts, { recursive: true });
   mkdirSync(stateDir(instance), { recursive: true });
+  for (const [name, text] of Object.entries(parts)) writeText(partFile(instance, name), text);
+  for (const name of removeParts) rmSync(partFile(instance, name), { force: true });
   writeText(f.config, config);
   const want = configHash(config);
   const pid = resolverPid(instance);
@@ -100,10 +144,41 @@ export async function reloadResolver(instance: string, config: string): Promise<
     child.unref();
   }
   await waitFor(
+    runDir(instance),
     () => read(f.loaded)?.trim() === want,
     5000,
     'the resolver did not load its configuration in 5 s',
   );
+}
+
+/**
+ * Read the configuration: the index and its parts. A part whose hash is the one `known`
+ * holds is taken from there, not read again. Throws when a part is missing or its text
+ * does not match its hash.
+ */
+export function loadResolverConfig(
+  instance: string,
+  known: ReadonlyMap<string, { hash: string; endpoints: DnsEndpoint[] }> = new Map(),
+): {
+  index: ResolverIndex;
+  hash: string;
+  parts: Map<string, { hash: string; endpoints: DnsEndpoint[] }>;
+} {
+  const text = readFileSync(files(instance).config, 'utf8');
+  const index = JSON.parse(text) as ResolverIndex;
+  const parts = new Map<string, { hash: string; endpoints: DnsEndpoint[] }>();
+  for (const [name, hash] of Object.entries(index.parts ?? {})) {
+    const had = known.get(name);
+    if (had?.hash === hash) {
+      parts.set(name, had);
+      continue;
+    }
+    const partText = readFileSync(partFile(instance, name), 'utf8');
+    if (sha256hex(partText).slice(0, 16) !== hash)
+      throw new Error(`dns part ${name}: its file does not match the index (hash ${hash})`);
+    parts.set(name, { hash, endpoints: (JSON.parse(partText) as { endpoints: DnsEndpoint[] }).endpoints });
+  }
+  return { index, hash: sha256hex(text), parts };
 }
 
 export async function stopResolver(instance: string): Promise<void> {
@@ -111,11 +186,12 @@ export async function stopResolver(instance: string): Promise<void> {
   const pid = resolverPid(instance);
   if (pid) {
     process.kill(pid, 'SIGTERM');
-    await waitFor(
+    await pollFor(
       () => !existsSync(`/proc/${pid}`) || resolverPid(instance) === undefined,
       5000,
       'the resolver did not stop in 5 s',
     );
   }
   for (const p of [f.config, f.pid, f.loaded]) rmSync(p, { force: true });
+  rmSync(f.parts, { recursive: true, force: true });
 }

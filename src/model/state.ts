@@ -69,10 +69,20 @@ export interface NftState {
   readonly tables?: { readonly inet: boolean; readonly bridge: boolean };
 }
 
-/** The embedded resolver: its configuration (canonical JSON) and whether it serves it. */
+/**
+ * The embedded resolver: its configuration and whether it serves it. `config` is the
+ * index (dns/service.ts): networks, upstreams, proxies and a hash per container part; the
+ * parts (each container's names) are files of their own, so an edit rewrites one.
+ */
 export interface ResolverState {
+  /** Canonical JSON of the index. */
   readonly config: string;
   readonly running: boolean;
+  /** Desired only: container → the text of its part (the index holds its hash). */
+  readonly parts?: Readonly<Record<string, string>>;
+  /** Desired only: served networks and proxies, for the plan's description. */
+  readonly networks?: number;
+  readonly proxies?: number;
 }
 
 export interface KernelState {
