@@ -435,7 +435,8 @@ export function canonicalFile(f: ParsedFile, sources: Sources): { file: CanonFil
 
   const networks: CanonNetwork[] = [];
   if (isObj(data.networks)) {
-    for (const [name, raw] of Object.entries(data.networks)) networks.push(canonNetwork(c, name, raw));
+    for (const [name, raw] of Object.entries(data.networks))
+      networks.push(canonNetworkOf(c, f.path, name, raw));
   }
 
   const containers: CanonContainer[] = [];
@@ -465,6 +466,20 @@ function canonPools(c: Canon, pools: Obj[]): { base: string; size: number }[] {
     if (base) out.push({ base, size });
   });
   return out;
+}
+
+/** canonNetwork, remembered per raw entry like canonContainerOf (below). */
+const canonNetworks = new ObjectMemo<object, CanonNetwork>();
+
+function canonNetworkOf(c: Canon, file: string, name: string, raw: unknown): CanonNetwork {
+  const frozen = isObj(raw) && Object.isFrozen(raw);
+  const inputs = [file, name];
+  const hit = frozen ? canonNetworks.get(raw, inputs) : undefined;
+  if (hit) return hit;
+  const before = c.problems.length;
+  const result = canonNetwork(c, name, raw);
+  if (frozen && c.problems.length === before) canonNetworks.set(raw, inputs, freezeData(result));
+  return result;
 }
 
 function canonNetwork(c: Canon, name: string, raw: unknown): CanonNetwork {

@@ -8,6 +8,7 @@
  * with the network or container concerned.
  */
 import type { SpecProblem } from '../model/errors.js';
+import { ObjectMemo } from '../model/intern.js';
 import type { ContainerSpec, NetworkSpec, PortSpec, SourceRef, Spec, SpecWarning } from '../model/spec.js';
 import {
   type CanonContainer,
@@ -77,6 +78,43 @@ function bindingIps(text: string): readonly Ip[] | undefined {
   if (!binding) return undefined;
   if (binding.family === 4 && isUnspecified(binding)) return [binding, ANY6];
   return [binding];
+}
+
+/** A fixed host-port claim of a published port, for the clash check. */
+interface Binding {
+  readonly container: string;
+  readonly port: PortSpec;
+  readonly text: string;
+  readonly at: Origin;
+  readonly ip: Ip;
+  readonly lo: number;
+  readonly hi: number;
+  /** "tcp/4/": protocol and family. */
+  readonly group: string;
+  /** Listens on the unspecified address of its family. */
+  readonly any: boolean;
+  /** group + address ("*" for the unspecified one) + "/". */
+  readonly addrKey: string;
+  /** group + each host port claimed. */
+  readonly keys: readonly string[];
+}
+
+/**
+ * Per canonical container entry, with the container spec and networks they derive from:
+ * its port claims, and whether its own checks found nothing.
+ */
+const portBindings = new ObjectMemo<CanonContainer, readonly Binding[]>();
+const cleanContainers = new ObjectMemo<CanonContainer, true>();
+
+/** Whether an entry gives a static address or a MAC anywhere (addresses() checks those). */
+const claims = new WeakMap<CanonContainer, boolean>();
+function claimsAddresses(c: CanonContainer): boolean {
+  let v = claims.get(c);
+  if (v === undefined) {
+    v = c.macAddress !== undefined || c.networks.some((a) => a.ipv4Address || a.ipv6Address || a.macAddress);
+    claims.set(c, v);
+  }
+  return v;
 }
 
 class Checker {
@@ -426,7 +464,19 @@ class Checker {
 
   // --- one container --------------------------------------------------------------------
 
+  /**
+   * A container's checks, skipped when they found nothing last time for the same entry
+   * (its canonical form and built spec) and the same networks: they read nothing else.
+   */
   container(ct: ContainerSpec, canon: CanonContainer): void {
+    const inputs = [ct, ...canon.networks.map((a) => this.spec.networks[a.network])];
+    if (cleanContainers.get(canon, inputs)) return;
+    const before = this.problems.length + this.warnings.length;
+    this.containerChecks(ct, canon);
+    if (this.problems.length + this.warnings.length === before) cleanContainers.set(canon, inputs, true);
+  }
+
+  private containerChecks(ct: ContainerSpec, canon: CanonContainer): void {
     const who = `container '${ct.name}'`;
     const mode = containerMode(canon);
 
@@ -601,7 +651,7 @@ class Checker {
     const macs = new Map<string, Owner>();
     for (const [name, defs] of this.model.containers) {
       const canon = defs[0];
-      if (containerMode(canon) !== 'bridge') continue;
+      if (!claimsAddresses(canon) || containerMode(canon) !== 'bridge') continue;
       for (const a of canon.networks) {
         const n = this.spec.networks[a.network];
         if (!n || n.isDefault) continue;
@@ -708,48 +758,26 @@ class Checker {
   }
 
   ports(): void {
-    type Binding = {
-      container: string;
-      port: PortSpec;
-      text: string;
-      at: Origin;
-      ip: Ip;
-      lo: number;
-      hi: number;
-    };
     const bindings: Binding[] = [];
     for (const [name, defs] of this.model.containers) {
       const ct = this.spec.containers[name];
       if (ct.mode !== 'bridge') continue;
       const canon = defs[0];
-      const gw = this.gatewayNetwork(ct);
-      const defaults = this.defaultHostIps(gw);
-      canon.ports.forEach((cp, i) => {
-        const port = ct.ports[i];
-        if (port.published === undefined) return; // ephemeral
-        const hostLen = (port.publishedEnd ?? port.published) - port.published;
-        const ctrLen = port.targetEnd - port.target;
-        // "8000-8010:80" picks one free port of the range when applied: not a fixed claim.
-        if (hostLen !== ctrLen) return;
-        const ips = port.hostIp !== undefined ? [parseIp(port.hostIp)!] : defaults;
-        if (!ips) return;
-        for (const ip of ips) {
-          // Gateway mode routed publishes without NAT: it claims no host port (§1.3). An
-          // IPv6 binding of a network without IPv6 is the IPv4 endpoint's (proxied) one.
-          const v6own = ip.family === 6 && gw?.enableIPv6;
-          if ((v6own ? gw?.gatewayModeV6 : gw?.gatewayModeV4) === 'routed') continue;
-          bindings.push({
-            container: name,
-            port,
-            text: cp.text,
-            at: cp.at,
-            ip,
-            lo: port.published,
-            hi: port.publishedEnd ?? port.published,
-          });
-        }
-      });
+      const nets = ct.networks.map((a) => this.spec.networks[a.network]);
+      for (const b of portBindings.of(canon, [ct, ...nets], () => this.bindingsOf(ct, canon)))
+        bindings.push(b);
     }
+    // A clash needs two port specs claiming one host port of one protocol and family:
+    // without such a pair (the usual case) there is nothing to look into.
+    const claimed = new Map<string, PortSpec>();
+    const suspect = bindings.some((b) =>
+      b.keys.some((k) => {
+        const other = claimed.get(k);
+        if (other === undefined) claimed.set(k, b.port);
+        return other !== undefined && other !== b.port;
+      }),
+    );
+    if (!suspect) return;
     // Two bindings clash when they share a protocol, a family and a host port, and their
     // addresses are equal or one is unspecified. Every binding is filed under each host
     // port it claims, once by its address and once for "any address", so each binding
@@ -765,13 +793,11 @@ class Checker {
     const reported = new Set<string>();
     for (let j = 0; j < bindings.length; j++) {
       const b = bindings[j];
-      const group = `${b.port.protocol}/${b.ip.family}`;
-      const any = isUnspecified(b.ip);
       const earlier = new Set<number>();
       for (let p = b.lo; p <= b.hi; p++) {
-        const lists = any
-          ? [byPort.get(`${group}/${p}`)]
-          : [byAddr.get(`${group}/${b.ip.value}/${p}`), byAddr.get(`${group}/0/${p}`)];
+        const lists = b.any
+          ? [byPort.get(`${b.group}${p}`)]
+          : [byAddr.get(`${b.addrKey}${p}`), byAddr.get(`${b.group}*/${p}`)];
         for (const list of lists) for (const i of list ?? []) if (bindings[i].port !== b.port) earlier.add(i);
       }
       for (const i of [...earlier].sort((x, y) => x - y)) {
@@ -788,9 +814,51 @@ class Checker {
         );
       }
       for (let p = b.lo; p <= b.hi; p++) {
-        file(byAddr, `${group}/${b.ip.value}/${p}`, j);
-        file(byPort, `${group}/${p}`, j);
+        file(byAddr, `${b.addrKey}${p}`, j);
+        file(byPort, `${b.group}${p}`, j);
       }
     }
+  }
+
+  /** A container's fixed host-port claims, one per host address it listens on. */
+  private bindingsOf(ct: ContainerSpec, canon: CanonContainer): Binding[] {
+    const out: Binding[] = [];
+    const gw = this.gatewayNetwork(ct);
+    const defaults = this.defaultHostIps(gw);
+    canon.ports.forEach((cp, i) => {
+      const port = ct.ports[i];
+      if (port.published === undefined) return; // ephemeral
+      const hostLen = (port.publishedEnd ?? port.published) - port.published;
+      const ctrLen = port.targetEnd - port.target;
+      // "8000-8010:80" picks one free port of the range when applied: not a fixed claim.
+      if (hostLen !== ctrLen) return;
+      const ips = port.hostIp !== undefined ? [parseIp(port.hostIp)!] : defaults;
+      if (!ips) return;
+      for (const ip of ips) {
+        // Gateway mode routed publishes without NAT: it claims no host port (§1.3). An
+        // IPv6 binding of a network without IPv6 is the IPv4 endpoint's (proxied) one.
+        const v6own = ip.family === 6 && gw?.enableIPv6;
+        if ((v6own ? gw?.gatewayModeV6 : gw?.gatewayModeV4) === 'routed') continue;
+        const group = `${port.protocol}/${ip.family}/`;
+        const any = isUnspecified(ip);
+        const hi = port.publishedEnd ?? port.published;
+        const keys: string[] = [];
+        for (let p = port.published; p <= hi; p++) keys.push(`${group}${p}`);
+        out.push({
+          container: ct.name,
+          port,
+          text: cp.text,
+          at: cp.at,
+          ip,
+          lo: port.published,
+          hi: port.publishedEnd ?? port.published,
+          group,
+          any,
+          addrKey: `${group}${any ? '*' : ip.text}/`,
+          keys,
+        });
+      }
+    });
+    return out;
   }
 }

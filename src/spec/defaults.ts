@@ -17,7 +17,7 @@
  */
 
 import type { SpecProblem } from '../model/errors.js';
-import { freezeData, ObjectMemo } from '../model/intern.js';
+import { freezeData, ObjectMemo, sameData } from '../model/intern.js';
 import type {
   AttachmentSpec,
   ContainerSpec,
@@ -124,7 +124,7 @@ export function applyDefaults(
 
   const daemon = buildDaemon(model);
   const networks: Record<string, NetworkSpec> = {};
-  networks[DEFAULT_BRIDGE] = buildDefaultBridge(model, daemon, sources);
+  networks[DEFAULT_BRIDGE] = internDefaultBridge(buildDefaultBridge(model, daemon, sources));
 
   for (const [name, defs] of model.networks) {
     const first = defs[0];
@@ -148,7 +148,7 @@ export function applyDefaults(
       }
       continue;
     }
-    networks[name] = buildNetwork(first, sources, warnings);
+    networks[name] = buildNetworkOf(first, sources, warnings);
   }
 
   const containers: Record<string, ContainerSpec> = {};
@@ -269,6 +269,34 @@ function ipamRequest(cfg: CanonIpamConfig | undefined, sources: Sources): IpamRe
     aux: { ...cfg.aux },
     src: sources.ref(cfg.at),
   };
+}
+
+/**
+ * buildNetwork, remembered like buildContainerOf: per canonical network and the line its
+ * entry starts on. Unchanged networks keep their NetworkSpec object, which the memos
+ * downstream (consistency checks, IPAM) compare by identity.
+ */
+const builtNetworks = new ObjectMemo<
+  CanonNetwork,
+  { result: NetworkSpec; warnings: readonly SpecWarning[] }
+>();
+
+function buildNetworkOf(n: CanonNetwork, sources: Sources, warnings: SpecWarning[]): NetworkSpec {
+  const line = Object.isFrozen(n) ? sources.entryLine(n.at) : undefined;
+  const make = () => {
+    const mine: SpecWarning[] = [];
+    return { result: freezeData(buildNetwork(n, sources, mine)), warnings: mine };
+  };
+  const { result, warnings: mine } = line === undefined ? make() : builtNetworks.of(n, [line], make);
+  warnings.push(...mine);
+  return result;
+}
+
+/** The default bridge made last, kept while the new one is equal to it. */
+let lastDefaultBridge: NetworkSpec | undefined;
+function internDefaultBridge(n: NetworkSpec): NetworkSpec {
+  if (!lastDefaultBridge || !sameData(lastDefaultBridge, n)) lastDefaultBridge = freezeData(n);
+  return lastDefaultBridge;
 }
 
 function buildNetwork(n: CanonNetwork, sources: Sources, warnings: SpecWarning[]): NetworkSpec {
