@@ -148,7 +148,7 @@ export class LiveObserver {
   /** Our tables were touched in the nft transaction being reported. */
   private nftTouched = false;
 
-  private files: Record<string, string> | undefined;
+  private files: Readonly<Record<string, string>> | undefined;
   private readonly staleFiles = new Set<string>();
 
   /** Bumped by every change to what is held (a notification applied, anything read again). */
@@ -491,18 +491,26 @@ export class LiveObserver {
     this.stats.nsReads += toRead.length;
   }
 
-  private refreshFiles(): Record<string, string> {
+  /**
+   * The files as known now. The record is never changed once handed out in an
+   * observation: files read again go into a copy.
+   */
+  private refreshFiles(): Readonly<Record<string, string>> {
     if (!this.files || this.staleFiles.size) this.generation++;
     if (!this.files) {
-      this.files = ownFiles(this.instance);
+      this.files = Object.freeze(ownFiles(this.instance));
       this.staleFiles.clear();
     }
-    for (const p of this.staleFiles) {
-      try {
-        this.files[p] = readFileSync(p, 'utf8');
-      } catch {
-        delete this.files[p];
+    if (this.staleFiles.size) {
+      const next = { ...this.files };
+      for (const p of this.staleFiles) {
+        try {
+          next[p] = readFileSync(p, 'utf8');
+        } catch {
+          delete next[p];
+        }
       }
+      this.files = Object.freeze(next);
     }
     this.staleFiles.clear();
     return this.files;
@@ -535,7 +543,7 @@ export class LiveObserver {
       routes: [...this.routes.values()],
       nft: this.nft!,
       namespaces: targets.map((target) => ({ target, view: this.views.get(target.path) })),
-      files: { ...(this.files ?? {}) },
+      files: this.files ?? {},
     });
   }
 
