@@ -19,7 +19,6 @@ import {
   type Cidr,
   contains,
   type Family,
-  familyOf,
   firstAddr,
   formatCidr,
   formatIp,
@@ -39,7 +38,7 @@ import type {
   ResolvedPort,
 } from '../model/resolved.js';
 import type { ContainerSpec, IpamRequest, NetworkSpec, Spec } from '../model/spec.js';
-import { type KernelState, linkOn, type NamespaceState } from '../model/state.js';
+import type { KernelState, NamespaceState } from '../model/state.js';
 
 /** What the host looks like, as far as IPAM cares. */
 export interface HostFacts {
@@ -214,10 +213,8 @@ class Pool {
   take(ip: string): void {
     this.used.add(parseIp(ip));
   }
-  /** Takes `ip` if it is in the subnet, in the range and free. */
-  keep(ip: string): boolean {
-    if (familyOf(ip) !== this.family) return false;
-    const v = parseIp(ip);
+  /** Takes the address `v` (of this pool's family) if it is in the subnet, in the range and free. */
+  keepValue(v: bigint): boolean {
     const [first, last, rangeFirst, rangeLast] = this.bounds;
     if (v < first || v > last || v < rangeFirst || v > rangeLast || this.used.has(v)) return false;
     this.used.add(v);
@@ -313,31 +310,32 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
     }
   }
 
-  // Pass 2: keep addresses already on the kernel. Pass 3: lowest free.
-  const chosen = new Map<string, { v4?: string; v6?: string }>();
-  const key = (c: string, n: string) => `${c}\u0000${n}`;
+  // Pass 2: keep addresses already on the kernel. Pass 3: lowest free. Per container,
+  // per attachment (in order): the addresses chosen.
+  const chosen = new Map<ContainerSpec, ({ v4?: string; v6?: string } | undefined)[]>();
   for (const c of ctrs) {
-    const ns = actual.namespaces[c.name];
-    for (const a of c.networks) {
-      const p = pools.get(a.network);
-      if (!p) continue;
-      const link = ns && linkOn(ns, a.network);
-      const got: { v4?: string; v6?: string } = { v4: a.ipv4Address, v6: a.ipv6Address };
-      for (const cidr of link?.addrs ?? []) {
-        const ip = addrOf(cidr);
-        const fam = ip.includes(':') ? p.v6 : p.v4;
-        const slot = ip.includes(':') ? 'v6' : 'v4';
-        if (!fam || got[slot] || ip.toLowerCase().startsWith('fe80:')) continue;
-        if (fam.keep(ip)) got[slot] = ip;
-      }
-      chosen.set(key(c.name, a.network), got);
-    }
+    const onKernel = kernelAddrs(actual.namespaces[c.name]);
+    chosen.set(
+      c,
+      c.networks.map((a) => {
+        const p = pools.get(a.network);
+        if (!p) return undefined;
+        const got: { v4?: string; v6?: string } = { v4: a.ipv4Address, v6: a.ipv6Address };
+        for (const k of onKernel.get(a.network) ?? []) {
+          const fam = k.v6 ? p.v6 : p.v4;
+          const slot = k.v6 ? 'v6' : 'v4';
+          if (fam && !got[slot] && fam.keepValue(k.value)) got[slot] = k.ip;
+        }
+        return got;
+      }),
+    );
   }
   for (const c of ctrs) {
-    for (const a of c.networks) {
+    const mine = chosen.get(c)!;
+    c.networks.forEach((a, i) => {
       const p = pools.get(a.network);
-      const got = chosen.get(key(c.name, a.network));
-      if (!p || !got) continue;
+      const got = mine[i];
+      if (!p || !got) return;
       for (const [fam, label] of [
         ['v4', 'IPv4'],
         ['v6', 'IPv6'],
@@ -351,14 +349,14 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
             src: a.src,
           });
       }
-    }
+    });
   }
 
   const containers: Record<string, ResolvedContainer> = {};
   const parts: [ContainerSpec, EndpointsPart][] = [];
   for (const c of ctrs) {
     const nets = c.networks.map((a) => networks[a.network]);
-    const addrs = c.networks.map((a) => chosen.get(key(c.name, a.network)));
+    const addrs = chosen.get(c)!;
     const ns = actual.namespaces[c.name];
     const sticky = stickyNames(ns);
     const inputs: unknown[] = [instance, sticky.key, spec.daemon.userlandProxy, ...nets];
@@ -411,6 +409,10 @@ interface PendingPort {
 interface EndpointsPart {
   readonly endpoints: readonly ResolvedEndpoint[];
   readonly pending: readonly PendingPort[];
+  /** Per pending binding: its explicit host port, else 0. */
+  readonly fixedPorts: readonly number[];
+  /** Some binding's host port is to be chosen. */
+  readonly ephemeral: boolean;
 }
 
 /**
@@ -421,6 +423,32 @@ interface EndpointsPart {
 const endpointParts = new ObjectMemo<ContainerSpec, EndpointsPart>();
 /** The resolved container, per endpoints part and the host ports chosen for its bindings. */
 const containerParts = new ObjectMemo<EndpointsPart, ResolvedContainer>();
+
+/**
+ * The global addresses on a namespace's links, per network, parsed once per observed
+ * namespace (link-local IPv6 left out: IPAM never hands those out).
+ */
+type KernelAddr = { readonly ip: string; readonly value: bigint; readonly v6: boolean };
+const kernelAddrsOf = new WeakMap<NamespaceState, ReadonlyMap<string, readonly KernelAddr[]>>();
+const NO_ADDRS: ReadonlyMap<string, readonly KernelAddr[]> = new Map();
+function kernelAddrs(ns: NamespaceState | undefined): ReadonlyMap<string, readonly KernelAddr[]> {
+  if (!ns) return NO_ADDRS;
+  let m = kernelAddrsOf.get(ns);
+  if (!m) {
+    const out = new Map<string, KernelAddr[]>();
+    for (const l of Object.values(ns.links)) {
+      const list: KernelAddr[] = [];
+      for (const cidr of l.addrs) {
+        const ip = addrOf(cidr);
+        if (ip.toLowerCase().startsWith('fe80:')) continue;
+        list.push({ ip, value: parseIp(ip), v6: ip.includes(':') });
+      }
+      if (!out.has(l.network)) out.set(l.network, list);
+    }
+    kernelAddrsOf.set(ns, (m = out));
+  }
+  return m;
+}
 
 /**
  * Sticky interface names: an endpoint already in the namespace keeps its name. Network →
@@ -488,7 +516,12 @@ function endpointsPart(
     e.isGateway6 = e === gw6;
   }
   const pending = c.mode === 'bridge' ? pendingPorts(c, endpoints, byName, spec.daemon.userlandProxy) : [];
-  return freezeData({ endpoints, pending });
+  return freezeData({
+    endpoints,
+    pending,
+    fixedPorts: pending.map((p) => (p.fixed ? p.sp.published! + p.offset : 0)),
+    ephemeral: pending.some((p) => !p.fixed),
+  });
 }
 
 function containerOf(
@@ -730,14 +763,17 @@ function allocatePorts(
   range: readonly [number, number],
   problems: SpecProblem[],
 ): Map<EndpointsPart, number[]> {
-  const book = new PortBook(range);
   const out = new Map<EndpointsPart, number[]>();
-  // Explicit host ports first (their clashes are input errors, checked by the loader).
+  let ephemeral = false;
   for (const [, part] of parts) {
-    out.set(
-      part,
-      part.pending.map((p) => (p.fixed ? p.sp.published! + p.offset : 0)),
-    );
+    out.set(part, part.ephemeral ? [...part.fixedPorts] : (part.fixedPorts as number[]));
+    ephemeral ||= part.ephemeral;
+  }
+  // Explicit host ports are as given (their clashes are input errors, checked by the
+  // loader); they matter here only as ports an ephemeral binding cannot take.
+  if (!ephemeral) return out;
+  const book = new PortBook(range);
+  for (const [, part] of parts) {
     for (const p of part.pending) {
       if (!p.fixed) continue;
       for (const t of p.targets)
