@@ -227,19 +227,13 @@ export function assemble(instance: string, raw: RawObservation): Observation {
   const nsLinks: Record<string, string[]> = {};
   for (const { target: t, view: v } of raw.namespaces) {
     if (!v) continue;
-    let container = t.container;
-    if (!container) {
-      const lo = v.links.find((l) => l.ifname === 'lo');
-      const a = parseAlias(instance, lo?.ifalias);
-      if (a?.kind !== 'ns') {
-        foreignNetns.push(t.name!);
-        continue;
-      }
-      container = a.container;
+    const ns = nsStateOf(instance, t, v);
+    if (!ns) {
+      foreignNetns.push(t.name!);
+      continue;
     }
-    const ns = nsStateOf(instance, container, t, v);
-    namespaces[container] = ns.state;
-    nsLinks[container] = ns.foreign;
+    namespaces[ns.state.container] = ns.state;
+    nsLinks[ns.state.container] = ns.foreign;
   }
 
   return {
@@ -333,12 +327,23 @@ function vethStateOf(
  * makes it read the namespace again, so an unchanged namespace keeps its NamespaceState
  * object (which diff's per-container memo relies on) and costs a lookup.
  */
-const nsStates = new ObjectMemo<NsView, ReturnType<typeof nsState>>();
+const nsStates = new ObjectMemo<NsView, ReturnType<typeof nsState> | undefined>();
 
-function nsStateOf(instance: string, container: string, t: NsTarget, v: NsView): ReturnType<typeof nsState> {
-  return nsStates.of(v, [instance, container, t.name, t.path, t.container], () =>
-    nsState(instance, container, t, v),
-  );
+/**
+ * A namespace's state, and its foreign links; undefined for a named namespace that is not
+ * tether's (its loopback carries no alias of this instance).
+ */
+function nsStateOf(instance: string, t: NsTarget, v: NsView): ReturnType<typeof nsState> | undefined {
+  return nsStates.of(v, [instance, t.name, t.path, t.container], () => {
+    let container = t.container;
+    if (!container) {
+      const lo = v.links.find((l) => l.ifname === 'lo');
+      const a = parseAlias(instance, lo?.ifalias);
+      if (a?.kind !== 'ns') return undefined;
+      container = a.container;
+    }
+    return nsState(instance, container, t, v);
+  });
 }
 
 function nsState(
