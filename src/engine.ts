@@ -225,6 +225,12 @@ export async function applyPlan(
     resolved: first.resolved,
     desired: first.desired,
   };
+  // Converged, the verification is this spec's plan for the kernel as it is now: the
+  // reconcile that the apply's own notifications trigger next reuses it while nothing else
+  // changes. (A residual plan is made again, with its checks, by that reconcile.)
+  const stamp = engine.live?.lastStamp;
+  if (engine.live && stamp && again.plan.actions.length === 0)
+    lastPlans.set(engine, { spec, stamp, result: again });
   const timings = {
     plan: ms(t0, planned),
     ...prefix('plan.', first.steps ?? {}),

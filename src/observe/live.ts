@@ -38,10 +38,12 @@ import {
 import { NETNS_DIR, type NsView } from '../kernel/netns.js';
 import { nftListTable, nftWriterPids } from '../kernel/nft.js';
 import { cString, eachAttr, parseAddr, parseLink, parseRoute, type RtMessage } from '../kernel/rtparse.js';
+import { sameData } from '../model/intern.js';
 import { netnsName, nftTableName, parseAlias } from '../model/names.js';
 import type { NftState } from '../model/state.js';
 import {
   assemble,
+  directFactsChanged,
   type NsTarget,
   nsTargets,
   type Observation,
@@ -156,6 +158,9 @@ export class LiveObserver {
   /** The generation and namespace list the last observe() shaped its result from. */
   private observed: ObservedStamp | undefined;
 
+  /** The last observe()'s result and what it was made from. */
+  private lastObservation: { stamp: ObservedStamp; observation: Observation } | undefined;
+
   /** What the last observe() was made from (see unchangedSince). */
   get lastStamp(): ObservedStamp | undefined {
     return this.observed;
@@ -169,6 +174,7 @@ export class LiveObserver {
     notifications: 0,
     unwatched: 0,
     plansReused: 0,
+    observationsReused: 0,
     mismatches: 0,
   };
 
@@ -234,15 +240,20 @@ export class LiveObserver {
     try {
       const prefix = `${this.instance}-`;
       this.dirWatch = fsWatch(NETNS_DIR, (_event, name) => {
-        if (name?.startsWith(prefix)) this.generation++;
         if (name) this.dirChanged?.add(`${NETNS_DIR}/${name}`);
-        else this.dirChanged = undefined;
+        else {
+          this.dirChanged = undefined;
+          this.generation++;
+        }
         if (!name?.startsWith(prefix)) return;
         const path = `${NETNS_DIR}/${name}`;
         const ino = nsInode(path);
+        const held = this.watches.get(path);
+        // What is held changes only when a namespace held is gone or replaced, or one
+        // not held appears (events of a namespace tether made and read already are not).
+        if (ino === undefined ? held || this.views.has(path) : held?.ino !== ino) this.generation++;
         if (ino === undefined) this.changes$.next(`namespace ${name} removed`);
-        else if (this.watches.has(path) && this.watches.get(path)!.ino !== ino)
-          this.changes$.next(`namespace ${name} replaced`);
+        else if (held && held.ino !== ino) this.changes$.next(`namespace ${name} replaced`);
       });
       this.dirWatch.on('error', () => {});
     } catch {
@@ -279,6 +290,10 @@ export class LiveObserver {
       case RTM.NEWLINK: {
         const l = parseLink(m.data);
         if (!l) return false;
+        // The kernel repeats a link on changes tether does not model (carrier, operstate,
+        // statistics): the link held stays, and nothing is to be read again.
+        const held = this.links.get(l.index);
+        if (held && sameData(held, l)) return false;
         this.links.set(l.index, l);
         this.peerChanged(l);
         return true;
@@ -446,6 +461,8 @@ export class LiveObserver {
         this.unwatch(p);
       }
     }
+    // A namespace no longer observed (deleted with its container) is not to be read again.
+    for (const p of this.staleNs) if (!wanted.has(p)) this.staleNs.delete(p);
     const toRead: NsTarget[] = [];
     const changed = this.dirWatch ? this.dirChanged : undefined;
     this.dirChanged = new Set();
@@ -550,6 +567,18 @@ export class LiveObserver {
   async observe(scope: ObserveScope): Promise<Observation> {
     this.start();
     const targets = nsTargets(scope);
+    // Nothing changed since the last observation (no notification, nothing stale, the
+    // facts read directly the same): it is still the kernel's state.
+    const last = this.lastObservation;
+    if (
+      !this.checkNext &&
+      last &&
+      this.unchangedSince(last.stamp, scope) &&
+      !directFactsChanged(this.instance, last.observation)
+    ) {
+      this.stats.observationsReused++;
+      return last.observation;
+    }
     let remembered: Observation | undefined;
     if (this.checkNext) {
       this.checkNext = false;
@@ -561,9 +590,10 @@ export class LiveObserver {
       this.nftStale || !this.nft ? this.listNft() : undefined,
       this.refreshNamespaces(targets),
     ]);
-    this.observed = { generation: this.generation, targets: targetsKey(targets) };
     this.refreshFiles();
+    this.observed = { generation: this.generation, targets: targetsKey(targets) };
     const fresh = this.shape(targets);
+    this.lastObservation = { stamp: this.observed, observation: fresh };
     if (remembered) {
       const diffs = differences(remembered, fresh);
       if (diffs.length) {

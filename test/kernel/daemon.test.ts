@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -335,6 +335,43 @@ describe('tether run', () => {
     expect(r3.trigger.join()).toMatch(new RegExp(`namespace ${s.ns('c2')} removed`));
     expect(containerAddr(s, 'c2')).toBe('172.18.0.3');
     expect(s.ping(s.ns('c2'), '172.18.0.2')).toBe(true);
+  });
+
+  it('after a container comes and goes, an unchanged kernel is neither observed nor planned again', async () => {
+    const sb = Sandbox.create({ uplink: false });
+    s = sb;
+    const text = `${NET}${C1}`;
+    s.write('a.yaml', text);
+    const d = start(['run', '-f', s.manifests]);
+    await d.ready();
+    // Saves a.yaml unchanged until a reconcile reuses the last plan (the kernel may still
+    // be finishing IPv6 autoconfiguration of new links): no namespace is read again.
+    const noopReused = async () => {
+      await d.settled();
+      const before = (await d.status()).observer;
+      let after = before;
+      for (let k = 0; k < 3 && after.plansReused === before.plansReused; k++) {
+        const m = d.mark();
+        sb.write('a.yaml', text);
+        const r = await d.reconciled(m, (e) => e.trigger[0]?.startsWith('file'), 'no-op');
+        expect(r).toMatchObject({ actions: 0, writes: 0, converged: true });
+        after = (await d.status()).observer;
+      }
+      expect(after.plansReused).toBeGreaterThan(before.plansReused);
+      expect(after.nsReads).toBe(before.nsReads);
+    };
+    await noopReused();
+    let m = d.mark();
+    s.write('b.yaml', 'containers:\n  c2: { networks: [web] }\n');
+    await d.reconciled(m, (e) => e.actions > 0 && e.converged, 'c2 added');
+    await noopReused();
+    // Its namespace goes with it: nothing of it is left waiting to be read again.
+    m = d.mark();
+    rmSync(join(s.manifests, 'b.yaml'));
+    await d.reconciled(m, (e) => e.actions > 0 && e.converged, 'c2 removed');
+    expect(s.instanceNetns()).toEqual([s.ns('c1')]);
+    await noopReused();
+    expect((await d.status()).observer.observationsReused).toBeGreaterThan(0);
   });
 
   it('a full resync finds the kernel as the daemon remembered it, after changes and repairs', async () => {
