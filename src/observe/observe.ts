@@ -23,7 +23,7 @@ import type { HostNetlink, NlAddr, NlLink, NlRoute } from '../kernel/netlink.js'
 import { listNetns, NETNS_DIR, type NsView, readNs } from '../kernel/netns.js';
 import { nftListTable } from '../kernel/nft.js';
 import { readSysctl } from '../kernel/sysctl.js';
-import { ObjectMemo } from '../model/intern.js';
+import { ObjectMemo, sameData } from '../model/intern.js';
 import { maskedCidr } from '../model/ip.js';
 import { nftTableName, parseAlias } from '../model/names.js';
 import type {
@@ -286,19 +286,18 @@ function readDirectFacts(instance: string, bridges: readonly string[]): DirectFa
   };
 }
 
-const factsKey = (f: DirectFacts) =>
-  JSON.stringify([f.resolvConf, f.sysctls, f.resolver ?? null, f.ulaSeed, f.ephemeralPorts]);
-
 /** Whether the directly read facts differ now from what `obs` read. */
 export function directFactsChanged(instance: string, obs: Observation): boolean {
-  const then: DirectFacts = {
-    resolvConf: obs.resolvConf,
-    sysctls: obs.state.sysctls,
-    resolver: obs.state.resolver,
-    ulaSeed: obs.host.ulaSeed,
-    ephemeralPorts: obs.host.ephemeralPorts,
-  };
-  return factsKey(readDirectFacts(instance, Object.keys(obs.state.bridges))) !== factsKey(then);
+  const now = readDirectFacts(instance, Object.keys(obs.state.bridges));
+  const r = obs.state.resolver;
+  return (
+    now.resolvConf !== obs.resolvConf ||
+    !sameData(now.sysctls, obs.state.sysctls) ||
+    now.resolver?.config !== r?.config ||
+    now.resolver?.running !== r?.running ||
+    now.ulaSeed !== obs.host.ulaSeed ||
+    !sameData(now.ephemeralPorts, obs.host.ephemeralPorts)
+  );
 }
 
 /**
