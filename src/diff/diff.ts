@@ -16,6 +16,44 @@ function minus(a: readonly string[], b: readonly string[]): string[] {
   return a.filter((x) => !drop.has(x));
 }
 
+/**
+ * [a minus b, b minus a] of two strictly ascending lists (the sets' elements, thousands
+ * at scale) in one walk; undefined when either list is not strictly ascending.
+ */
+export function sortedDifferences(
+  a: readonly string[],
+  b: readonly string[],
+): [string[], string[]] | undefined {
+  if (a === b) return [[], []];
+  if (!ascending(a) || !ascending(b)) return undefined;
+  const onlyA: string[] = [];
+  const onlyB: string[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const x = a[i]!;
+    const y = b[j]!;
+    if (x < y) {
+      onlyA.push(x);
+      i++;
+    } else if (y < x) {
+      onlyB.push(y);
+      j++;
+    } else {
+      i++;
+      j++;
+    }
+  }
+  for (; i < a.length; i++) onlyA.push(a[i]!);
+  for (; j < b.length; j++) onlyB.push(b[j]!);
+  return [onlyA, onlyB];
+}
+
+function ascending(xs: readonly string[]): boolean {
+  for (let k = 1; k < xs.length; k++) if (!(xs[k - 1]! < xs[k]!)) return false;
+  return true;
+}
+
 export function diff(desired: KernelState, actual: KernelState, table: string): Plan {
   const del: Action[] = [];
   const add: Action[] = [];
@@ -88,8 +126,9 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     for (const set of keys(dn.sets)) {
       const want = dn.sets[set]!;
       const have = fresh ? [] : (an.sets[set] ?? []);
-      for (const key of minus(have, want)) nft.push({ op: 'nft.element.delete', table, set, key });
-      for (const key of minus(want, have)) nft.push({ op: 'nft.element.add', table, set, key });
+      const [gone, added] = sortedDifferences(have, want) ?? [minus(have, want), minus(want, have)];
+      for (const key of gone) nft.push({ op: 'nft.element.delete', table, set, key });
+      for (const key of added) nft.push({ op: 'nft.element.add', table, set, key });
     }
   }
   // Files (resolv.conf, hosts) and the resolver: after the kernel objects they describe.

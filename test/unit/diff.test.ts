@@ -4,7 +4,7 @@
  * Conventions: container subnets 172.18.0.0/16; no outside addresses needed here.
  */
 import { describe, expect, it } from 'vitest';
-import { diff } from '../../src/diff/diff.js';
+import { diff, sortedDifferences } from '../../src/diff/diff.js';
 import { EMPTY_STATE, type KernelState, type NamespaceState } from '../../src/model/state.js';
 
 const T = 'tt';
@@ -118,5 +118,28 @@ describe('diff', () => {
     expect(p.actions.map((a) => a.op).sort()).toEqual(
       ['bridge.delete', 'netns.delete', 'netns.delete', 'nft.table.delete'].sort(),
     );
+  });
+});
+
+describe('sortedDifferences', () => {
+  it('gives what set difference gives, in order, for ascending lists; nothing for unsorted ones', () => {
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    for (let round = 0; round < 500; round++) {
+      const pick = () => [...new Set(Array.from({ length: rnd(12) }, () => `k${rnd(20)}`))].sort();
+      const a = pick();
+      const b = pick();
+      expect(sortedDifferences(a, b)).toEqual([
+        a.filter((x) => !b.includes(x)),
+        b.filter((x) => !a.includes(x)),
+      ]);
+    }
+    expect(sortedDifferences(['b', 'a'], ['a'])).toBeUndefined();
+    expect(sortedDifferences(['a'], ['a', 'a'])).toBeUndefined();
+    const same = ['x', 'y'];
+    expect(sortedDifferences(same, same)).toEqual([[], []]);
   });
 });
