@@ -43,7 +43,15 @@ export async function soak(n: number, cycles: number): Promise<void> {
         c.on('end', () => resolve(JSON.parse(out)));
         c.on('error', () => resolve(undefined));
       });
-    const heap = async () => ((await status())?.memory.heapUsedBytes ?? Number.NaN) / 2 ** 20;
+    const mem = async () => {
+      const m = (await status())?.memory ?? {};
+      const mib = (x: number | undefined) => (x ?? Number.NaN) / 2 ** 20;
+      return {
+        heapMiB: mib(m.heapUsedBytes),
+        heapTotalMiB: mib(m.heapTotalBytes),
+        externalMiB: mib(m.externalBytes),
+      };
+    };
     const rss = () =>
       Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
     const t0 = performance.now();
@@ -51,7 +59,14 @@ export async function soak(n: number, cycles: number): Promise<void> {
     process.stdout.write(
       `daemon converged ${n} containers in ${((performance.now() - t0) / 1000).toFixed(1)} s; RSS ${rss().toFixed(0)} MiB\n`,
     );
-    const samples: { cycle: number; rssMiB: number; heapMiB: number; fds: number }[] = [];
+    const samples: {
+      cycle: number;
+      rssMiB: number;
+      heapMiB: number;
+      heapTotalMiB: number;
+      externalMiB: number;
+      fds: number;
+    }[] = [];
     const every = Math.max(1, Math.floor(cycles / 20));
     const c0 = performance.now();
     // Four kinds of cycle in turn: a full resync (SIGHUP), a container added (a namespace,
@@ -67,13 +82,12 @@ export async function soak(n: number, cycles: number): Promise<void> {
       if (kind === 'sighup') proc.kill('SIGHUP');
       else s.write('m.yaml', kind === 'add' ? plusOne : base);
       await done;
-      if (c % every === 0 || c === 1)
-        samples.push({ cycle: c, rssMiB: rss(), heapMiB: await heap(), fds: fds() });
+      if (c % every === 0 || c === 1) samples.push({ cycle: c, rssMiB: rss(), ...(await mem()), fds: fds() });
     }
     const perCycle = (performance.now() - c0) / cycles;
     for (const x of samples) {
       process.stdout.write(
-        `cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB  JS heap used ${x.heapMiB.toFixed(1)} MiB  open fds ${x.fds}\n`,
+        `cycle ${String(x.cycle).padStart(5)}  RSS ${x.rssMiB.toFixed(1)} MiB  JS heap ${x.heapMiB.toFixed(1)} used of ${x.heapTotalMiB.toFixed(1)} MiB  external ${x.externalMiB.toFixed(1)} MiB  open fds ${x.fds}\n`,
       );
     }
     // After warm-up (the first sample is taken right after the first converge): the range,
@@ -87,7 +101,7 @@ export async function soak(n: number, cycles: number): Promise<void> {
     const range = (f: (x: (typeof warm)[number]) => number) =>
       `${Math.min(...warm.map(f)).toFixed(0)}–${Math.max(...warm.map(f)).toFixed(0)}`;
     process.stdout.write(
-      `${cycles} reconciles of ${n} containers, ${perCycle.toFixed(0)} ms each; after warm-up RSS ${range((x) => x.rssMiB)} MiB (slope ${(slope * 1000 >= 0 ? '+' : '') + (slope * 1000).toFixed(1)} MiB per 1000 cycles), JS heap used ${range((x) => x.heapMiB)} MiB, open fds ${range((x) => x.fds)}\n`,
+      `${cycles} reconciles of ${n} containers, ${perCycle.toFixed(0)} ms each; after warm-up RSS ${range((x) => x.rssMiB)} MiB (slope ${(slope * 1000 >= 0 ? '+' : '') + (slope * 1000).toFixed(1)} MiB per 1000 cycles), JS heap used ${range((x) => x.heapMiB)} MiB of ${range((x) => x.heapTotalMiB)} MiB, external ${range((x) => x.externalMiB)} MiB, open fds ${range((x) => x.fds)}\n`,
     );
     // What the in-memory observation did: full reads, namespaces read again, plans reused,
     // and differences a full read found between memory and the kernel (should be 0).

@@ -81,7 +81,12 @@ export async function serveStatus(
     c.on('error', () => {});
     // The process's memory rides along: operators (and the soak benchmark) watch it.
     const m = process.memoryUsage();
-    const memory = { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external };
+    const memory = {
+      rssBytes: m.rss,
+      heapTotalBytes: m.heapTotal,
+      heapUsedBytes: m.heapUsed,
+      externalBytes: m.external,
+    };
     c.end(`${JSON.stringify({ ...current(), memory, ...extra() })}\n`);
   });
   await new Promise<void>((resolve, reject) => {
