@@ -202,42 +202,23 @@ export function compileDns(cfg: DnsConfig): DnsIndex {
       warnings.push(`endpoint ${ep.container}: unknown network ${ep.network}`);
       continue;
     }
-    const v4 = ep.ipv4 === undefined ? null : parseIpStrict(ep.ipv4);
-    const v6 = ep.ipv6 === undefined ? null : parseIpStrict(ep.ipv6);
-    if (ep.ipv4 !== undefined && v4?.kind() !== 'ipv4') {
-      warnings.push(`endpoint ${ep.container} on ${ep.network}: invalid ipv4 ${JSON.stringify(ep.ipv4)}`);
-    }
-    if (ep.ipv6 !== undefined && v6?.kind() !== 'ipv6') {
-      warnings.push(`endpoint ${ep.container} on ${ep.network}: invalid ipv6 ${JSON.stringify(ep.ipv6)}`);
-    }
-    const ips: ParsedIp[] = [];
-    if (v4 && v4.kind() === 'ipv4') ips.push(v4);
-    if (v6 && v6.kind() === 'ipv6') ips.push(v6);
+    const facts = endpointFacts(ep);
+    warnings.push(...facts.warnings);
 
     const nets = containerNetworks.get(ep.container) ?? [];
     if (!nets.includes(ep.network)) nets.push(ep.network);
     containerNetworks.set(ep.container, nets);
 
-    const keys = new Set<string>();
-    for (const raw of [ep.container, ...(ep.names ?? [])]) {
-      if (typeof raw !== 'string') continue;
-      const k = normalizeName(raw);
-      if (k !== '') keys.add(k);
-    }
-    for (const k of keys) {
+    for (const k of facts.keys) {
       allNames.add(k);
       let entry = net.names.get(k);
       if (!entry) {
         entry = { v4: [], v6: [] };
         net.names.set(k, entry);
       }
-      for (const ip of ips) {
-        const list = ip.kind() === 'ipv4' ? entry.v4 : entry.v6;
-        addOnce(list, ip.toString());
-      }
+      for (const ip of facts.ips) addOnce(ip.v6 ? entry.v6 : entry.v4, ip.text);
     }
-    for (const ip of ips) {
-      const s = ip.toString();
+    for (const { text: s } of facts.ips) {
       if (!net.ptr.has(s)) net.ptr.set(s, ep.container);
       const owners = byIp.get(s) ?? [];
       owners.push({ container: ep.container, network: ep.network });
@@ -279,6 +260,44 @@ export function compileDns(cfg: DnsConfig): DnsIndex {
     upstreamsByIp,
     warnings,
   };
+}
+
+/**
+ * An endpoint's parsed addresses (IPv4 first) and normalized names, kept per endpoint
+ * object: a reload keeps the objects of the parts that did not change (dns/service.ts), so
+ * it parses only the new ones.
+ */
+interface EndpointFacts {
+  readonly ips: readonly { readonly text: string; readonly v6: boolean }[];
+  readonly keys: readonly string[];
+  readonly warnings: readonly string[];
+}
+const factsOf = new WeakMap<DnsEndpoint, EndpointFacts>();
+
+function endpointFacts(ep: DnsEndpoint): EndpointFacts {
+  const known = factsOf.get(ep);
+  if (known) return known;
+  const warnings: string[] = [];
+  const v4 = ep.ipv4 === undefined ? null : parseIpStrict(ep.ipv4);
+  const v6 = ep.ipv6 === undefined ? null : parseIpStrict(ep.ipv6);
+  if (ep.ipv4 !== undefined && v4?.kind() !== 'ipv4') {
+    warnings.push(`endpoint ${ep.container} on ${ep.network}: invalid ipv4 ${JSON.stringify(ep.ipv4)}`);
+  }
+  if (ep.ipv6 !== undefined && v6?.kind() !== 'ipv6') {
+    warnings.push(`endpoint ${ep.container} on ${ep.network}: invalid ipv6 ${JSON.stringify(ep.ipv6)}`);
+  }
+  const ips: { text: string; v6: boolean }[] = [];
+  if (v4 && v4.kind() === 'ipv4') ips.push({ text: v4.toString(), v6: false });
+  if (v6 && v6.kind() === 'ipv6') ips.push({ text: v6.toString(), v6: true });
+  const keys = new Set<string>();
+  for (const raw of [ep.container, ...(ep.names ?? [])]) {
+    if (typeof raw !== 'string') continue;
+    const k = normalizeName(raw);
+    if (k !== '') keys.add(k);
+  }
+  const facts = { ips, keys: [...keys], warnings };
+  factsOf.set(ep, facts);
+  return facts;
 }
 
 const compiled = new WeakMap<DnsConfig, DnsIndex>();

@@ -43,12 +43,17 @@ export async function serveDns(instance: string): Promise<void> {
   process.on('SIGHUP', () => {
     chain = chain.then(async () => {
       try {
+        const t0 = performance.now();
         ({ cfg, proxies: wanted, hash } = load());
+        const t1 = performance.now();
         await resolver.reload(cfg);
+        const t2 = performance.now();
         proxies.set(wanted);
         writeFileSync(f.loaded, hash);
+        const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
         log('info', 'resolver reloaded', {
           listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),
+          ms: { read: ms(t0, t1), dns: ms(t1, t2), proxies: ms(t2, performance.now()) },
         });
       } catch (e) {
         log('error', 'reload failed; keeping the previous configuration', { error: String(e) });
