@@ -154,9 +154,11 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
       op: 'resolver.reload',
       config: dr.config,
       parts,
-      removeParts: Object.keys(had)
-        .filter((name) => !(name in want))
-        .sort(),
+      removeParts: ar?.running
+        ? Object.keys(had)
+            .filter((name) => !(name in want))
+            .sort()
+        : 'others',
       networks: dr.networks ?? 0,
       proxies: dr.proxies ?? 0,
       start: !ar?.running,

@@ -42,8 +42,8 @@ export type Action =
       config: string;
       /** Container parts to write (new or changed; all when the resolver is not serving). */
       parts: Record<string, string>;
-      /** Container parts to delete. */
-      removeParts: string[];
+      /** Container parts to delete; "others": all but those in `parts` (then every part). */
+      removeParts: string[] | 'others';
       networks: number;
       proxies: number;
       start: boolean;

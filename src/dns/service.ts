@@ -15,7 +15,16 @@
  * command line is tether's dns-serve of this instance, is ever signalled.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  watch,
+} from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
 import { sha256hex } from '../model/names.js';
@@ -117,16 +126,24 @@ export async function reloadResolver(
   instance: string,
   config: string,
   parts: Readonly<Record<string, string>> = {},
-  removeParts: readonly string[] = [],
+  /** Part files to delete; "others": all but those in `parts` (which then holds every part). */
+  removeParts: readonly string[] | 'others' = [],
 ): Promise<void> {
   const f = files(instance);
   mkdirSync(f.parts, { recursive: true });
   mkdirSync(stateDir(instance), { recursive: true });
+  const pid = resolverPid(instance);
+  // A resolver that is not serving this index gets every part (diff.ts): any other part file
+  // is left over from before, and goes.
+  if (removeParts === 'others')
+    for (const file of readdirSync(f.parts))
+      if (file.endsWith('.json') && !Object.hasOwn(parts, file.slice(0, -5)))
+        rmSync(join(f.parts, file), { force: true });
   for (const [name, text] of Object.entries(parts)) writeText(partFile(instance, name), text);
-  for (const name of removeParts) rmSync(partFile(instance, name), { force: true });
+  if (removeParts !== 'others')
+    for (const name of removeParts) rmSync(partFile(instance, name), { force: true });
   writeText(f.config, config);
   const want = configHash(config);
-  const pid = resolverPid(instance);
   if (pid) {
     process.kill(pid, 'SIGHUP');
   } else {

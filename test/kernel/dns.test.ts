@@ -6,7 +6,7 @@
  * Conventions: container subnets from tether's pools (alpine-net 172.18.0.0/16, the
  * default bridge 172.17.0.0/16); outside addresses from 203.0.113.0/24 and 192.0.2.0/24.
  */
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Background, startInNs } from '../helpers/process.js';
@@ -120,10 +120,32 @@ describe('container DNS on the kernel', () => {
     expect(Date.now() - t0).toBeLessThan(4000);
   });
 
+  it('keeps one part file per named container; a resolver that died is started again with all of them', async () => {
+    const run = join(s.dir, 'run', s.instance);
+    const parts = () => readdirSync(join(run, 'dns')).sort();
+    // alpine3 is on the default bridge only: no embedded DNS, no part.
+    const named = ['alpine1', 'alpine2', 'alpine4', 'stranger', 'web1', 'web2'].map((n) => `${n}.json`);
+    expect(parts()).toEqual(named);
+    // The resolver this sandbox's apply started, by its recorded pid; a part left over.
+    const pid = Number(readFileSync(join(run, 'dns.pid'), 'utf8'));
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toMatch(/dns-serve/);
+    process.kill(pid, 'SIGKILL');
+    while (existsSync(`/proc/${pid}`)) await new Promise((r) => setTimeout(r, 10));
+    writeFileSync(join(run, 'dns', 'ghost.json'), '{"endpoints":[]}\n');
+    const plan = JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions;
+    expect(plan).toMatchObject([{ op: 'resolver.reload', start: true, removeParts: 'others' }]);
+    expect(Object.keys(plan[0].parts).sort()).toEqual(named.map((f) => f.slice(0, -5)));
+    s.tetherOk('apply', '-f', s.manifests);
+    expect(parts()).toEqual(named);
+    expect(short('alpine1', 'www')).toEqual(['172.18.0.5', '172.18.0.6']);
+  });
+
   it('plan is empty after apply; destroy stops the resolver and removes the files', () => {
     expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
     s.tetherOk('destroy');
     expect(s.inNs(s.host, ['ss', '-lun']).stdout).not.toMatch(/:53\b/);
     expect(readdirSync('/etc/netns').filter((d: string) => d.startsWith(`${s.instance}-`))).toEqual([]);
+    expect(existsSync(join(s.dir, 'run', s.instance, 'dns'))).toBe(false);
+    expect(existsSync(join(s.dir, 'run', s.instance, 'dns.json'))).toBe(false);
   });
 });
