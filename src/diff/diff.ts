@@ -169,13 +169,23 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
-/** Container → part hash, from a resolver index (nothing from one unreadable). */
-function partHashes(index: string): Record<string, string> {
+/**
+ * Container → part hash, from a resolver index (nothing from one unreadable). The last two
+ * indexes read are kept: the observed index of one edit is the desired one of the edit before.
+ */
+const indexes: { text: string; parts: Readonly<Record<string, string>> }[] = [];
+function partHashes(index: string): Readonly<Record<string, string>> {
+  const known = indexes.find((x) => x.text === index);
+  if (known) return known.parts;
+  let parts: Record<string, string> = {};
   try {
-    return (JSON.parse(index) as { parts?: Record<string, string> }).parts ?? {};
+    parts = (JSON.parse(index) as { parts?: Record<string, string> }).parts ?? {};
   } catch {
-    return {};
+    /* nothing known */
   }
+  indexes.unshift({ text: index, parts });
+  indexes.length = Math.min(indexes.length, 2);
+  return parts;
 }
 
 /** One container's part of both states: its namespace and its veths (in record order). */
