@@ -176,18 +176,23 @@ export function buildViews(r: Resolved, actual: KernelState, created: string): W
   };
 }
 
-/** A network's members, from the containers' records. */
-export function membersOf(recs: readonly ContainerRecord[], network: string): NetworkView['Containers'] {
-  const out: NetworkView['Containers'] = {};
+/** Each network's members (network name → container id → entry), from the containers' records in one pass. */
+export function membersByNetwork(recs: readonly ContainerRecord[]): Map<string, NetworkView['Containers']> {
+  const out = new Map<string, NetworkView['Containers']>();
   for (const x of recs) {
-    const m = x.members[network];
-    if (m) out[x.view.Id] = m;
+    for (const [network, m] of Object.entries(x.members)) {
+      let members = out.get(network);
+      if (!members) out.set(network, (members = {}));
+      members[x.view.Id] = m;
+    }
   }
   return out;
 }
 
 /** The networks' views (user-defined ones, then host and none), members from `recs`. */
 export function networkViews(r: Resolved, recs: readonly ContainerRecord[], created: string): NetworkView[] {
+  const members = membersByNetwork(recs);
+  const membersOf = (network: string) => members.get(network) ?? {};
   const networks: NetworkView[] = [];
   for (const n of Object.values(r.networks)) {
     const config: Record<string, unknown>[] = [];
@@ -226,7 +231,7 @@ export function networkViews(r: Resolved, recs: readonly ContainerRecord[], crea
       Ingress: false,
       ConfigFrom: { Network: '' },
       ConfigOnly: false,
-      Containers: membersOf(recs, n.name),
+      Containers: membersOf(n.name),
       Options: options,
       Labels: { ...n.spec.labels },
     });
@@ -249,7 +254,7 @@ export function networkViews(r: Resolved, recs: readonly ContainerRecord[], crea
       Ingress: false,
       ConfigFrom: { Network: '' },
       ConfigOnly: false,
-      Containers: membersOf(recs, name),
+      Containers: membersOf(name),
       Options: {},
       Labels: {},
     });

@@ -6,8 +6,8 @@
  *   <state dir>/last-apply.json         the apply, the networks' views, the container index
  *   <state dir>/containers/NAME.json    one container's view and its network memberships
  *
- * A container's file is written only when its text changes (the index holds each file's
- * SHA-256), so recording an edit at 1000 containers writes the files of the containers
+ * A container's file is written only when its text changes (the index holds a hash of each
+ * file), so recording an edit at 1000 containers writes the files of the containers
  * it changed, not a document about all of them.
  */
 import { readdirSync, rmSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import {
   type ContainerRecord,
   containerRecords,
-  membersOf,
+  membersByNetwork,
   type NetworkView,
   networkViews,
   type WorldView,
@@ -34,7 +34,7 @@ export interface LastApply {
   durationMs: number;
   converged: boolean;
   view: WorldView;
-  /** Container name → SHA-256 of its file, in the resolved world's order. */
+  /** Container name → the first 16 hex digits of its file's SHA-256, in the resolved world's order. */
   index: Record<string, string>;
 }
 
@@ -56,11 +56,12 @@ export function readLastApply(instance: string): LastApply | undefined {
     if (rec) recs.push(rec);
   }
   const { networks, ...rest } = f;
+  const members = membersByNetwork(recs);
   return {
     ...rest,
     view: {
       instance,
-      networks: networks.map((n) => ({ ...n, Containers: membersOf(recs, n.Name) })),
+      networks: networks.map((n) => ({ ...n, Containers: members.get(n.Name) ?? {} })),
       containers: recs.map((x) => x.view),
     },
   };
@@ -77,7 +78,7 @@ function textOf(rec: ContainerRecord): { text: string; sha: string } {
   let t = texts.get(rec);
   if (!t) {
     const text = `${compactJson(rec)}\n`;
-    texts.set(rec, (t = { text, sha: sha256hex(text) }));
+    texts.set(rec, (t = { text, sha: sha256hex(text).slice(0, 16) }));
   }
   return t;
 }
