@@ -38,7 +38,7 @@ export function freezeData<T>(x: T): T {
 }
 
 /** The same items in the same order, compared by identity. */
-export const sameItems = (x: readonly unknown[], y: readonly unknown[]): boolean =>
+const sameItems = (x: readonly unknown[], y: readonly unknown[]): boolean =>
   x.length === y.length && x.every((v, i) => v === y[i]);
 
 /**
@@ -67,6 +67,11 @@ export class ObjectMemo<K extends object, V> {
   }
 }
 
+/** `old` when it is equal to `next` as data, else `next`, frozen: a kept object is shared. */
+export function keepIfSame<T>(old: T | undefined, next: T): T {
+  return old !== undefined && sameData(old, next) ? old : freezeData(next);
+}
+
 /**
  * `next`, with each value replaced by the value of the same key in `prev` when the two
  * are equal as data. The values are frozen: a kept object is shared between results.
@@ -78,7 +83,7 @@ export function internRecord<T>(
   const out: Record<string, T> = {};
   for (const [k, v] of Object.entries(next)) {
     const old = prev && Object.hasOwn(prev, k) ? prev[k] : undefined;
-    out[k] = old !== undefined && sameData(old, v) ? old : freezeData(v);
+    out[k] = keepIfSame(old, v);
   }
   return out;
 }

@@ -69,10 +69,10 @@ export type ParsedAlias =
   | { kind: 'ep'; container: string; network: string }
   | { kind: 'ns'; container: string };
 
-/** Parses an alias written by this instance; undefined for anything else (foreign). */
 /** Parsed aliases by instance, then text: observing parses the same thousands of aliases each time. */
 const aliasCache = new Map<string, Map<string, ParsedAlias | null>>();
 
+/** Parses an alias written by this instance; undefined for anything else (foreign). */
 export function parseAlias(instance: string, alias: string | undefined): ParsedAlias | undefined {
   if (!alias) return undefined;
   let cache = aliasCache.get(instance);

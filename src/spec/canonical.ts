@@ -436,7 +436,7 @@ export function canonicalFile(f: ParsedFile, sources: Sources): { file: CanonFil
   const networks: CanonNetwork[] = [];
   if (isObj(data.networks)) {
     for (const [name, raw] of Object.entries(data.networks))
-      networks.push(canonNetworkOf(c, f.path, name, raw));
+      networks.push(rememberCanon(canonNetworks, c, raw, [f.path, name], () => canonNetwork(c, name, raw)));
   }
 
   const containers: CanonContainer[] = [];
@@ -444,7 +444,11 @@ export function canonicalFile(f: ParsedFile, sources: Sources): { file: CanonFil
     const sec = data[section];
     if (!isObj(sec)) continue;
     for (const [name, raw] of Object.entries(sec))
-      containers.push(canonContainerOf(c, f.path, section, name, raw));
+      containers.push(
+        rememberCanon(canonContainers, c, raw, [f.path, section, name], () =>
+          canonContainer(c, section, name, raw),
+        ),
+      );
   }
   return { file: { file: f.path, daemon, networks, containers }, problems: c.problems };
 }
@@ -468,19 +472,30 @@ function canonPools(c: Canon, pools: Obj[]): { base: string; size: number }[] {
   return out;
 }
 
-/** canonNetwork, remembered per raw entry like canonContainerOf (below). */
-const canonNetworks = new ObjectMemo<object, CanonNetwork>();
-
-function canonNetworkOf(c: Canon, file: string, name: string, raw: unknown): CanonNetwork {
+/**
+ * A canonical entry, remembered per raw entry: an entry parsed in pieces (read.ts) keeps its
+ * frozen value while its text is unchanged, and its canonical form holds no line numbers
+ * (origins are paths), so the same entry in the same place of the same file gives the same
+ * (frozen) result. Entries with problems are not remembered: their messages carry lines.
+ */
+function rememberCanon<T>(
+  memo: ObjectMemo<object, T>,
+  c: Canon,
+  raw: unknown,
+  inputs: readonly unknown[],
+  make: () => T,
+): T {
   const frozen = isObj(raw) && Object.isFrozen(raw);
-  const inputs = [file, name];
-  const hit = frozen ? canonNetworks.get(raw, inputs) : undefined;
+  const hit = frozen ? memo.get(raw, inputs) : undefined;
   if (hit) return hit;
   const before = c.problems.length;
-  const result = canonNetwork(c, name, raw);
-  if (frozen && c.problems.length === before) canonNetworks.set(raw, inputs, freezeData(result));
+  const result = make();
+  if (frozen && c.problems.length === before) memo.set(raw, inputs, freezeData(result));
   return result;
 }
+
+const canonNetworks = new ObjectMemo<object, CanonNetwork>();
+const canonContainers = new ObjectMemo<object, CanonContainer>();
 
 function canonNetwork(c: Canon, name: string, raw: unknown): CanonNetwork {
   const n = isObj(raw) ? raw : {};
@@ -536,31 +551,6 @@ function canonNetwork(c: Canon, name: string, raw: unknown): CanonNetwork {
 }
 
 const ENDPOINT_IFNAME = 'com.docker.network.endpoint.ifname';
-
-/**
- * canonContainer, remembered per raw entry: an entry parsed in pieces (read.ts) keeps its
- * frozen value while its text is unchanged, and its canonical form holds no line numbers
- * (origins are paths), so the same entry in the same place of the same file gives the same
- * (frozen) result. Entries with problems are not remembered: their messages carry lines.
- */
-const canonMemo = new ObjectMemo<object, CanonContainer>();
-
-function canonContainerOf(
-  c: Canon,
-  file: string,
-  section: 'containers' | 'services',
-  name: string,
-  raw: unknown,
-): CanonContainer {
-  const frozen = isObj(raw) && Object.isFrozen(raw);
-  const inputs = [file, section, name];
-  const hit = frozen ? canonMemo.get(raw, inputs) : undefined;
-  if (hit) return hit;
-  const before = c.problems.length;
-  const result = canonContainer(c, section, name, raw);
-  if (frozen && c.problems.length === before) canonMemo.set(raw, inputs, freezeData(result));
-  return result;
-}
 
 function canonContainer(
   c: Canon,

@@ -106,17 +106,6 @@ interface Binding {
 const portBindings = new ObjectMemo<CanonContainer, readonly Binding[]>();
 const cleanContainers = new ObjectMemo<CanonContainer, true>();
 
-/** Whether an entry gives a static address or a MAC anywhere (addresses() checks those). */
-const claims = new WeakMap<CanonContainer, boolean>();
-function claimsAddresses(c: CanonContainer): boolean {
-  let v = claims.get(c);
-  if (v === undefined) {
-    v = c.macAddress !== undefined || c.networks.some((a) => a.ipv4Address || a.ipv6Address || a.macAddress);
-    claims.set(c, v);
-  }
-  return v;
-}
-
 class Checker {
   readonly problems: SpecProblem[] = [];
   readonly warnings: SpecWarning[] = [];
@@ -651,7 +640,11 @@ class Checker {
     const macs = new Map<string, Owner>();
     for (const [name, defs] of this.model.containers) {
       const canon = defs[0];
-      if (!claimsAddresses(canon) || containerMode(canon) !== 'bridge') continue;
+      // Only entries with a static address or a MAC anywhere have anything to check here.
+      const claims =
+        canon.macAddress !== undefined ||
+        canon.networks.some((a) => a.ipv4Address || a.ipv6Address || a.macAddress);
+      if (!claims || containerMode(canon) !== 'bridge') continue;
       for (const a of canon.networks) {
         const n = this.spec.networks[a.network];
         if (!n || n.isDefault) continue;
@@ -796,7 +789,7 @@ class Checker {
       const earlier = new Set<number>();
       for (let p = b.lo; p <= b.hi; p++) {
         const lists = b.any
-          ? [byPort.get(`${b.group}${p}`)]
+          ? [byPort.get(b.keys[p - b.lo]!)]
           : [byAddr.get(`${b.addrKey}${p}`), byAddr.get(`${b.group}*/${p}`)];
         for (const list of lists) for (const i of list ?? []) if (bindings[i].port !== b.port) earlier.add(i);
       }
@@ -815,7 +808,7 @@ class Checker {
       }
       for (let p = b.lo; p <= b.hi; p++) {
         file(byAddr, `${b.addrKey}${p}`, j);
-        file(byPort, `${b.group}${p}`, j);
+        file(byPort, b.keys[p - b.lo]!, j);
       }
     }
   }
@@ -851,7 +844,7 @@ class Checker {
           at: cp.at,
           ip,
           lo: port.published,
-          hi: port.publishedEnd ?? port.published,
+          hi,
           group,
           any,
           addrKey: `${group}${any ? '*' : ip.text}/`,

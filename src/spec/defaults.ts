@@ -17,7 +17,7 @@
  */
 
 import type { SpecProblem } from '../model/errors.js';
-import { freezeData, ObjectMemo, sameData } from '../model/intern.js';
+import { freezeData, keepIfSame, ObjectMemo } from '../model/intern.js';
 import type {
   AttachmentSpec,
   ContainerSpec,
@@ -45,7 +45,7 @@ import {
   parseCidr,
   parseIp,
 } from './canonical.js';
-import type { Sources } from './read.js';
+import type { Origin, Sources } from './read.js';
 import { formatPath } from './schema.js';
 
 /** Driver option keys, as Docker spells them. */
@@ -124,7 +124,10 @@ export function applyDefaults(
 
   const daemon = buildDaemon(model);
   const networks: Record<string, NetworkSpec> = {};
-  networks[DEFAULT_BRIDGE] = internDefaultBridge(buildDefaultBridge(model, daemon, sources));
+  networks[DEFAULT_BRIDGE] = lastDefaultBridge = keepIfSame(
+    lastDefaultBridge,
+    buildDefaultBridge(model, daemon, sources),
+  );
 
   for (const [name, defs] of model.networks) {
     const first = defs[0];
@@ -148,13 +151,17 @@ export function applyDefaults(
       }
       continue;
     }
-    networks[name] = buildNetworkOf(first, sources, warnings);
+    networks[name] = rememberBuilt(builtNetworks, first, [], sources, warnings, (mine) =>
+      buildNetwork(first, sources, mine),
+    );
   }
 
   const containers: Record<string, ContainerSpec> = {};
   const dnsDefaults = JSON.stringify([daemon.dns, daemon.dnsSearch, daemon.dnsOpts]);
   for (const [name, defs] of model.containers) {
-    containers[name] = buildContainerOf(defs[0], daemon, dnsDefaults, sources, warnings);
+    containers[name] = rememberBuilt(builtContainers, defs[0], [dnsDefaults], sources, warnings, (mine) =>
+      buildContainer(defs[0], daemon, sources, mine),
+    );
   }
 
   const spec: Spec = { daemon, networks, containers, files: [...files], warnings };
@@ -272,32 +279,41 @@ function ipamRequest(cfg: CanonIpamConfig | undefined, sources: Sources): IpamRe
 }
 
 /**
- * buildNetwork, remembered like buildContainerOf: per canonical network and the line its
- * entry starts on. Unchanged networks keep their NetworkSpec object, which the memos
- * downstream (consistency checks, IPAM) compare by identity.
+ * A built network or container, remembered per canonical entry (canonical.ts keeps it while
+ * the entry's text is unchanged), the line its entry starts on (every place it reports lies
+ * inside the entry) and `inputs` (what else it copies): an unchanged entry keeps its frozen
+ * spec object, which the memos downstream (consistency checks, IPAM) compare by identity,
+ * and its warnings are given again.
  */
-const builtNetworks = new ObjectMemo<
-  CanonNetwork,
-  { result: NetworkSpec; warnings: readonly SpecWarning[] }
->();
-
-function buildNetworkOf(n: CanonNetwork, sources: Sources, warnings: SpecWarning[]): NetworkSpec {
-  const line = Object.isFrozen(n) ? sources.entryLine(n.at) : undefined;
+function rememberBuilt<K extends { readonly at: Origin }, T>(
+  memo: ObjectMemo<K, { result: T; warnings: readonly SpecWarning[] }>,
+  entry: K,
+  inputs: readonly unknown[],
+  sources: Sources,
+  warnings: SpecWarning[],
+  build: (mine: SpecWarning[]) => T,
+): T {
+  const line = Object.isFrozen(entry) ? sources.entryLine(entry.at) : undefined;
   const make = () => {
     const mine: SpecWarning[] = [];
-    return { result: freezeData(buildNetwork(n, sources, mine)), warnings: mine };
+    return { result: freezeData(build(mine)), warnings: mine };
   };
-  const { result, warnings: mine } = line === undefined ? make() : builtNetworks.of(n, [line], make);
+  const { result, warnings: mine } = line === undefined ? make() : memo.of(entry, [line, ...inputs], make);
   warnings.push(...mine);
   return result;
 }
 
+const builtNetworks = new ObjectMemo<
+  CanonNetwork,
+  { result: NetworkSpec; warnings: readonly SpecWarning[] }
+>();
+const builtContainers = new ObjectMemo<
+  CanonContainer,
+  { result: ContainerSpec; warnings: readonly SpecWarning[] }
+>();
+
 /** The default bridge made last, kept while the new one is equal to it. */
 let lastDefaultBridge: NetworkSpec | undefined;
-function internDefaultBridge(n: NetworkSpec): NetworkSpec {
-  if (!lastDefaultBridge || !sameData(lastDefaultBridge, n)) lastDefaultBridge = freezeData(n);
-  return lastDefaultBridge;
-}
 
 function buildNetwork(n: CanonNetwork, sources: Sources, warnings: SpecWarning[]): NetworkSpec {
   const o = n.driverOpts;
@@ -370,32 +386,6 @@ export function containerMode(c: CanonContainer): NetworkMode {
   if (c.networks.some((a) => a.network === 'host')) return 'host';
   if (c.networks.some((a) => a.network === 'none')) return 'none';
   return 'bridge';
-}
-
-/**
- * buildContainer, remembered per canonical container (canonical.ts keeps it while the
- * entry's text is unchanged), the line its entry starts on (every place it reports lies
- * inside the entry) and the daemon's DNS defaults it copies: an unchanged container keeps
- * its ContainerSpec object, frozen, and its warnings are given again.
- */
-const built = new ObjectMemo<CanonContainer, { result: ContainerSpec; warnings: readonly SpecWarning[] }>();
-
-function buildContainerOf(
-  c: CanonContainer,
-  daemon: DaemonSpec,
-  /** The daemon's DNS defaults as text (what a built container copies from `daemon`). */
-  dnsDefaults: string,
-  sources: Sources,
-  warnings: SpecWarning[],
-): ContainerSpec {
-  const line = Object.isFrozen(c) ? sources.entryLine(c.at) : undefined;
-  const make = () => {
-    const mine: SpecWarning[] = [];
-    return { result: freezeData(buildContainer(c, daemon, sources, mine)), warnings: mine };
-  };
-  const { result, warnings: mine } = line === undefined ? make() : built.of(c, [line, dnsDefaults], make);
-  warnings.push(...mine);
-  return result;
 }
 
 function buildContainer(

@@ -13,7 +13,7 @@
  * Pure: observed facts come in as arguments.
  */
 import { SpecError, type SpecProblem } from '../model/errors.js';
-import { freezeData, internRecord, ObjectMemo, sameData } from '../model/intern.js';
+import { freezeData, internRecord, keepIfSame, ObjectMemo } from '../model/intern.js';
 import {
   addrOf,
   type Cidr,
@@ -231,9 +231,6 @@ class Pool {
     }
     return undefined;
   }
-  get prefix(): number {
-    return this.subnet.len;
-  }
 }
 
 /** Resolve a loaded Spec against the observed host into the desired world. */
@@ -314,7 +311,7 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
   // per attachment (in order): the addresses chosen.
   const chosen = new Map<ContainerSpec, ({ v4?: string; v6?: string } | undefined)[]>();
   for (const c of ctrs) {
-    const onKernel = kernelAddrs(actual.namespaces[c.name]);
+    const onKernel = nsFacts(actual.namespaces[c.name]).addrs;
     chosen.set(
       c,
       c.networks.map((a) => {
@@ -358,12 +355,13 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
     const nets = c.networks.map((a) => networks[a.network]);
     const addrs = chosen.get(c)!;
     const ns = actual.namespaces[c.name];
-    const sticky = stickyNames(ns);
-    const inputs: unknown[] = [instance, sticky.key, spec.daemon.userlandProxy, ...nets];
+    const sticky = nsFacts(ns);
+    const userlandProxy = spec.daemon.userlandProxy;
+    const inputs: unknown[] = [instance, sticky.namesKey, userlandProxy, ...nets];
     for (const g of addrs) inputs.push(g?.v4, g?.v6);
     parts.push([
       c,
-      endpointParts.of(c, inputs, () => endpointsPart(c, instance, nets, addrs, sticky.names, spec)),
+      endpointParts.of(c, inputs, () => endpointsPart(c, instance, nets, addrs, sticky.names, userlandProxy)),
     ]);
   }
   const hostPorts = allocatePorts(parts, actual, host.ephemeralPorts ?? [32768, 60999], problems);
@@ -374,7 +372,7 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
       // Made afresh, yet maybe equal to the last result's: then that object is kept.
       const fresh = containerOf(c, instance, part, chosenPorts);
       const old = prev?.containers[c.name];
-      made = containerParts.set(part, chosenPorts, old && sameData(old, fresh) ? old : fresh);
+      made = containerParts.set(part, chosenPorts, keepIfSame(old, fresh));
     }
     containers[c.name] = made;
   }
@@ -424,47 +422,43 @@ const endpointParts = new ObjectMemo<ContainerSpec, EndpointsPart>();
 /** The resolved container, per endpoints part and the host ports chosen for its bindings. */
 const containerParts = new ObjectMemo<EndpointsPart, ResolvedContainer>();
 
-/**
- * The global addresses on a namespace's links, per network, parsed once per observed
- * namespace (link-local IPv6 left out: IPAM never hands those out).
- */
+/** What IPAM reads from an observed namespace (see nsFacts). */
+interface NsFacts {
+  /** Network → the global addresses on its link (the first link on it). */
+  readonly addrs: ReadonlyMap<string, readonly KernelAddr[]>;
+  /** Network → the name of its link (an endpoint already in the namespace keeps its name). */
+  readonly names: ReadonlyMap<string, string>;
+  /** `names` as a string, for the memo of endpoints. */
+  readonly namesKey: string;
+}
 type KernelAddr = { readonly ip: string; readonly value: bigint; readonly v6: boolean };
-const kernelAddrsOf = new WeakMap<NamespaceState, ReadonlyMap<string, readonly KernelAddr[]>>();
-const NO_ADDRS: ReadonlyMap<string, readonly KernelAddr[]> = new Map();
-function kernelAddrs(ns: NamespaceState | undefined): ReadonlyMap<string, readonly KernelAddr[]> {
-  if (!ns) return NO_ADDRS;
-  let m = kernelAddrsOf.get(ns);
-  if (!m) {
-    const out = new Map<string, KernelAddr[]>();
+
+/**
+ * A namespace's addresses (link-local IPv6 left out: IPAM never hands those out) and
+ * interface names, derived once per observed namespace.
+ */
+const nsFactsOf = new WeakMap<NamespaceState, NsFacts>();
+const NO_FACTS: NsFacts = { addrs: new Map(), names: new Map(), namesKey: '' };
+function nsFacts(ns: NamespaceState | undefined): NsFacts {
+  if (!ns) return NO_FACTS;
+  let f = nsFactsOf.get(ns);
+  if (!f) {
+    const addrs = new Map<string, KernelAddr[]>();
+    const names = new Map<string, string>();
     for (const l of Object.values(ns.links)) {
+      names.set(l.network, l.name);
+      if (addrs.has(l.network)) continue;
       const list: KernelAddr[] = [];
       for (const cidr of l.addrs) {
         const ip = addrOf(cidr);
         if (ip.toLowerCase().startsWith('fe80:')) continue;
         list.push({ ip, value: parseIp(ip), v6: ip.includes(':') });
       }
-      if (!out.has(l.network)) out.set(l.network, list);
+      addrs.set(l.network, list);
     }
-    kernelAddrsOf.set(ns, (m = out));
+    nsFactsOf.set(ns, (f = { addrs, names, namesKey: JSON.stringify([...names]) }));
   }
-  return m;
-}
-
-/**
- * Sticky interface names: an endpoint already in the namespace keeps its name. Network →
- * interface name, and the same as a string, per observed namespace.
- */
-const stickyOf = new WeakMap<NamespaceState, { names: ReadonlyMap<string, string>; key: string }>();
-const NO_STICKY = { names: new Map<string, string>(), key: '' };
-function stickyNames(ns: NamespaceState | undefined): { names: ReadonlyMap<string, string>; key: string } {
-  if (!ns) return NO_STICKY;
-  let s = stickyOf.get(ns);
-  if (!s) {
-    const names = new Map<string, string>();
-    for (const l of Object.values(ns.links)) names.set(l.network, l.name);
-    stickyOf.set(ns, (s = { names, key: JSON.stringify([...names]) }));
-  }
-  return s;
+  return f;
 }
 
 function endpointsPart(
@@ -473,7 +467,7 @@ function endpointsPart(
   nets: readonly (ResolvedNetwork | undefined)[],
   addrs: readonly ({ v4?: string; v6?: string } | undefined)[],
   sticky: ReadonlyMap<string, string>,
-  spec: Spec,
+  userlandProxy: boolean,
 ): EndpointsPart {
   const endpoints: Mutable<ResolvedEndpoint>[] = [];
   const usedNames = new Set<string>();
@@ -515,7 +509,7 @@ function endpointsPart(
     e.isGateway4 = e === gw4;
     e.isGateway6 = e === gw6;
   }
-  const pending = c.mode === 'bridge' ? pendingPorts(c, endpoints, byName, spec.daemon.userlandProxy) : [];
+  const pending = c.mode === 'bridge' ? pendingPorts(c, endpoints, byName, userlandProxy) : [];
   return freezeData({
     endpoints,
     pending,
@@ -780,20 +774,18 @@ function allocatePorts(
         if (t.mode !== 'routed') book.take(t.family, p.sp.protocol, t.ip, p.sp.published! + p.offset);
     }
   }
-  // Sticky ephemeral ports next, then new ones. The kernel's bindings are read only when
-  // some binding is ephemeral.
-  let existing: Map<string, number> | undefined;
+  // Sticky ephemeral ports next, then new ones.
+  const existing = existingBindings(actual);
   const unset: [ContainerSpec, PendingPort, number[], number][] = [];
   for (const [c, part] of parts) {
     const ports = out.get(part)!;
     part.pending.forEach((p, i) => {
       if (p.fixed) return;
-      existing ??= existingBindings(actual);
       const nat = p.targets.filter((t) => t.mode !== 'routed');
       const port = p.sp.target + p.offset;
       // Proxied bindings are remembered by the running proxy configuration (existingBindings).
       const seen = nat.map((t) =>
-        existing!.get(
+        existing.get(
           `${t.family} ${p.sp.protocol} ${t.family === 4 || t.proxy ? t.ep.ipv4 : t.ep.ipv6} ${port} ${t.ip}`,
         ),
       );

@@ -51,7 +51,10 @@ export function loadSpecCached(
     parts.push(part);
   }
   for (const k of [...cache.keys()]) if (!keep.has(k)) cache.delete(k);
-  if (pieces) for (const p of [...pieces.keys()]) if (!files.some((f) => f.path === p)) pieces.delete(p);
+  if (pieces) {
+    const paths = new Set(files.map((f) => f.path));
+    for (const p of [...pieces.keys()]) if (!paths.has(p)) pieces.delete(p);
+  }
   return finish({
     files: parts.flatMap((p) => p.files),
     problems: parts.flatMap((p) => p.problems),

@@ -43,12 +43,14 @@ export interface PiecewiseParse {
   readonly data: Record<string, unknown>;
 }
 
-/** Piece texts whose parse found nothing worth caching. */
+/** Text outside the plain subset of YAML this module splits (tabs, CR, anchors, aliases, tags, merge keys, directives, document markers). */
 const UNSPLITTABLE = /[\t\r&*!]|<<|^(?:%|---|\.\.\.)/m;
-/** A key at the start of a line (after its indentation): plain, or simply quoted. */
-const KEY = /^(?:[A-Za-z0-9_][^\s:#]*|"[^"\\\n]*"|'[^'\n]*') *:(?: |$)/;
+/** A plain or simply quoted key. */
+const KEY_TEXT = String.raw`(?:[A-Za-z0-9_][^\s:#]*|"[^"\\\n]*"|'[^'\n]*') *:`;
+/** A key at the start of a line (after its indentation). */
+const KEY = new RegExp(String.raw`^${KEY_TEXT}(?: |$)`);
 /** A top-level key with nothing but a comment after it: its value is the indented block below. */
-const HEADER = /^(?:[A-Za-z0-9_][^\s:#]*|"[^"\\\n]*"|'[^'\n]*') *:(?: +#.*)? *$/;
+const HEADER = new RegExp(String.raw`^${KEY_TEXT}(?: +#.*)? *$`);
 const BLANK = /^ *(?:#.*)?$/;
 
 interface Span {
