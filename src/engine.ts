@@ -13,8 +13,8 @@ import { nftTableName } from './model/names.js';
 import type { Resolved } from './model/resolved.js';
 import type { Spec } from './model/spec.js';
 import { EMPTY_STATE, type KernelState } from './model/state.js';
-import { LiveObserver, type ObservedStamp } from './observe/live.js';
-import { directFactsChanged, type Observation, observe } from './observe/observe.js';
+import { LiveObserver } from './observe/live.js';
+import { type Observation, observe } from './observe/observe.js';
 import { resolve } from './spec/ipam.js';
 
 export interface PlanResult {
@@ -62,31 +62,24 @@ function observeFor(engine: Engine, spec: Spec | undefined): Promise<Observation
 }
 
 /**
- * The daemon's last plan with what it was made from. A plan is a function of the spec
- * and the observation: when the spec is the same object and the in-memory observation
- * has not changed (no notification, nothing stale, the directly read facts equal), the
- * plan is the same, and a no-op reconcile costs a few file reads.
+ * The daemon's last plan with the spec it was made for. A plan is a function of the spec
+ * and the observation, and the live observer hands back the same observation object while
+ * nothing has changed: same spec, same observation, same plan.
  */
-const lastPlans = new WeakMap<Engine, { spec: Spec | undefined; stamp: ObservedStamp; result: PlanResult }>();
+const lastPlans = new WeakMap<Engine, { spec: Spec | undefined; result: PlanResult }>();
 
 /** Observe and plan. `spec` undefined means "nothing desired" (destroy). */
 export async function makePlan(engine: Engine, spec: Spec | undefined): Promise<PlanResult> {
+  const t0 = performance.now();
+  const observation = await observeFor(engine, spec);
   const live = engine.live;
   const last = live && lastPlans.get(engine);
-  if (
-    last &&
-    last.spec === spec &&
-    live.unchangedSince(last.stamp, { instance: engine.instance, attached: attachedOf(spec) }) &&
-    !directFactsChanged(engine.instance, last.result.observation)
-  ) {
+  if (last && last.spec === spec && last.result.observation === observation) {
     live.stats.plansReused++;
     return last.result;
   }
-  const t0 = performance.now();
-  const observation = await observeFor(engine, spec);
-  const stamp = live?.lastStamp;
   const result = planFrom(engine, spec, observation, ms(t0, performance.now()));
-  if (live && stamp) lastPlans.set(engine, { spec, stamp, result });
+  if (live) lastPlans.set(engine, { spec, result });
   return result;
 }
 
@@ -203,11 +196,16 @@ export async function applyPlan(
   let result: Awaited<ReturnType<typeof apply>>;
   try {
     engine.live?.releasing(first.plan);
-    const veths = first.observation.state.veths;
+    const vethsByContainer = new Map<string, string[]>();
+    for (const v of Object.values(first.observation.state.veths)) {
+      const list = vethsByContainer.get(v.container);
+      if (list) list.push(v.name);
+      else vethsByContainer.set(v.container, [v.name]);
+    }
     result = await apply(first.plan, {
       instance: engine.instance,
       nl: engine.nl,
-      vethsOf: (c) => Object.values(veths).flatMap((v) => (v.container === c ? [v.name] : [])),
+      vethsOf: (c) => vethsByContainer.get(c) ?? [],
     });
   } catch (e) {
     await engine.live?.applied(first.plan, false);
@@ -228,9 +226,7 @@ export async function applyPlan(
   // Converged, the verification is this spec's plan for the kernel as it is now: the
   // reconcile that the apply's own notifications trigger next reuses it while nothing else
   // changes. (A residual plan is made again, with its checks, by that reconcile.)
-  const stamp = engine.live?.lastStamp;
-  if (engine.live && stamp && again.plan.actions.length === 0)
-    lastPlans.set(engine, { spec, stamp, result: again });
+  if (engine.live && again.plan.actions.length === 0) lastPlans.set(engine, { spec, result: again });
   const timings = {
     plan: ms(t0, planned),
     ...prefix('plan.', first.steps ?? {}),

@@ -271,11 +271,13 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
  */
 async function vethsGone(nl: HostNetlink, veths: readonly string[]): Promise<number> {
   const graceUntil = Date.now() + 1000;
+  let waiting = veths;
   const left = async () =>
-    (await Promise.all(veths.map((n) => nl.linkByName(n)))).filter((l) => l !== undefined);
+    (await Promise.all(waiting.map((n) => nl.linkByName(n)))).filter((l) => l !== undefined);
   for (;;) {
     const now = await left();
     if (!now.length) return 0;
+    waiting = now.map((l) => l.name); // ask again only for those still there
     if (Date.now() > graceUntil) {
       // A process still running in the namespace keeps it (and its veths) alive after
       // `ip netns del`: remove those veths one by one.

@@ -7,7 +7,7 @@
  * answer is local, NXDOMAIN, or must be forwarded upstream.
  */
 import type { StringAnswer } from 'dns-packet';
-import { canonicalIp, type ParsedCidr, type ParsedIp, parseCidrStrict, parseIpStrict } from './ip.js';
+import { canonicalIp, type ParsedCidr, parseCidrStrict, parseIpStrict } from './ip.js';
 
 /** A user-defined network that has a resolver listener. */
 export interface DnsNetwork {

@@ -8,7 +8,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as nl from 'netlink';
 import { KernelError } from '../model/errors.js';
-import { ipText, parseAddr, parseLink, parseRoute, rtattr } from './rtparse.js';
+import { parseAddr, parseLink, parseRoute, type RtMessage, rtattr } from './rtparse.js';
 
 const { rt, ifla, Flags, FlagsGet, FlagsNew } = nl;
 
@@ -31,11 +31,9 @@ for (const method of ['_receive', '_error'] as const) {
   };
 }
 type RtSocket = ReturnType<typeof nl.createRtNetlink>;
-/** A netlink message as the package hands it over: its type and its payload. */
-interface RawMessage {
-  readonly type: number;
+/** A netlink message as the package hands it over: its type, flags and payload. */
+interface RawMessage extends RtMessage {
   readonly flags: number;
-  readonly data: Buffer;
 }
 
 export interface NlLink {
@@ -75,10 +73,6 @@ export interface NlRoute {
 const AF_INET = 2;
 const AF_INET6 = 10;
 const DUMP_PATIENCE_MS = 5000;
-
-function ipString(b: Buffer): string {
-  return ipText(b, 0, b.length);
-}
 
 function ipBuffer(ip: string): Buffer {
   if (!ip.includes(':')) return Buffer.from(ip.split('.').map(Number));
@@ -382,7 +376,7 @@ export class HostNetlink {
   }
 }
 
-export { ipBuffer, ipString };
+export { ipBuffer };
 
 interface SetnsAddon {
   setns(fd: number): void;

@@ -22,7 +22,7 @@
  * that part stale; `invalidate()` makes everything stale (the daemon's periodic resync,
  * start and SIGHUP), so the memory is never trusted for longer than one resync.
  */
-import { existsSync, type FSWatcher, watch as fsWatch, readFileSync, statSync } from 'node:fs';
+import { type FSWatcher, watch as fsWatch, readFileSync, statSync } from 'node:fs';
 import * as nl from 'netlink';
 import { Subject } from 'rxjs';
 import type { Action, Plan } from '../diff/plan.js';
@@ -95,7 +95,7 @@ function nsDetail(m: RtMessage): string | undefined {
   return undefined;
 }
 
-export interface ObservedStamp {
+interface ObservedStamp {
   readonly generation: number;
   readonly targets: string;
 }
@@ -155,9 +155,6 @@ export class LiveObserver {
 
   /** Bumped by every change to what is held (a notification applied, anything read again). */
   private generation = 0;
-  /** The generation and namespace list the last observe() shaped its result from. */
-  private observed: ObservedStamp | undefined;
-
   /**
    * The namespaces to observe and their key, kept while the directory watch reports no
    * event and the attached paths are the same (listing /run/netns costs ~1 ms at 1000).
@@ -172,13 +169,8 @@ export class LiveObserver {
     return this.targetsCache;
   }
 
-  /** The last observe()'s result and what it was made from. */
+  /** The last observe()'s result and the generation and namespace list it was shaped from. */
   private lastObservation: { stamp: ObservedStamp; observation: Observation } | undefined;
-
-  /** What the last observe() was made from (see unchangedSince). */
-  get lastStamp(): ObservedStamp | undefined {
-    return this.observed;
-  }
 
   /** Counters for the status socket and the bench. */
   readonly stats = {
@@ -255,14 +247,18 @@ export class LiveObserver {
     try {
       const prefix = `${this.instance}-`;
       this.dirWatch = fsWatch(NETNS_DIR, (_event, name) => {
-        this.targetsCache = undefined;
-        if (name) this.dirChanged?.add(`${NETNS_DIR}/${name}`);
-        else {
+        if (!name) {
+          // An event without a name: anything may have changed.
+          this.targetsCache = undefined;
           this.dirChanged = undefined;
           this.generation++;
+          return;
         }
-        if (!name?.startsWith(prefix)) return;
+        // Only the instance's own names are ever listed or stat'ed (nsTargets).
+        if (!name.startsWith(prefix)) return;
         const path = `${NETNS_DIR}/${name}`;
+        this.targetsCache = undefined;
+        this.dirChanged?.add(path);
         const ino = nsInode(path);
         const held = this.watches.get(path);
         // What is held changes only when a namespace held is gone or replaced, or one
@@ -529,7 +525,7 @@ export class LiveObserver {
    * observation: files read again go into a copy. (Not frozen: freezing 2000 entries costs
    * more than the copy.)
    */
-  private refreshFiles(): Readonly<Record<string, string>> {
+  private refreshFiles(): void {
     if (!this.files || this.staleFiles.size) this.generation++;
     if (!this.files) {
       this.files = ownFiles(this.instance);
@@ -547,7 +543,6 @@ export class LiveObserver {
       this.files = next;
     }
     this.staleFiles.clear();
-    return this.files;
   }
 
   /**
@@ -556,14 +551,13 @@ export class LiveObserver {
    * or misapplied. It is counted (`stats.mismatches`) and reported to `onMismatch`.
    */
   fullRead(): void {
-    this.checkNext =
-      this.observed !== undefined &&
-      this.observed.generation === this.generation &&
-      !this.hostStale &&
-      !this.nftStale &&
-      !this.allNsStale &&
-      this.staleNs.size === 0;
+    this.checkNext = this.lastObservation?.stamp.generation === this.generation && !this.pending();
     this.invalidate();
+  }
+
+  /** Something is waiting to be read again. */
+  private pending(): boolean {
+    return this.hostStale || this.nftStale || this.allNsStale || this.staleNs.size > 0;
   }
 
   private checkNext = false;
@@ -590,7 +584,7 @@ export class LiveObserver {
     if (
       !this.checkNext &&
       last &&
-      this.unchangedSince(last.stamp, scope) &&
+      this.unchanged(last.stamp, targets, key) &&
       !directFactsChanged(this.instance, last.observation)
     ) {
       this.stats.observationsReused++;
@@ -600,7 +594,7 @@ export class LiveObserver {
     if (this.checkNext) {
       this.checkNext = false;
       await this.barrier();
-      if (this.nft && this.observed?.targets === key) remembered = this.shape(targets);
+      if (this.nft && last?.stamp.targets === key) remembered = this.shape(targets);
     }
     await Promise.all([
       this.hostStale ? this.dumpHost() : undefined,
@@ -608,9 +602,8 @@ export class LiveObserver {
       this.refreshNamespaces(targets),
     ]);
     this.refreshFiles();
-    this.observed = { generation: this.generation, targets: key };
     const fresh = this.shape(targets);
-    this.lastObservation = { stamp: this.observed, observation: fresh };
+    this.lastObservation = { stamp: { generation: this.generation, targets: key }, observation: fresh };
     if (remembered) {
       const diffs = differences(remembered, fresh);
       if (diffs.length) {
@@ -662,16 +655,12 @@ export class LiveObserver {
    * waiting to be read again: that observation is still the kernel's state, but for the
    * facts read directly every time (observe.ts directFactsChanged), which the caller compares.
    */
-  unchangedSince(stamp: ObservedStamp, scope: ObserveScope): boolean {
-    const { targets, key } = this.targetsOf(scope);
+  private unchanged(stamp: ObservedStamp, targets: readonly NsTarget[], key: string): boolean {
     return (
       // Attached namespaces have no listener: only reading them tells.
       !targets.some((t) => t.container) &&
       stamp.generation === this.generation &&
-      !this.hostStale &&
-      !this.nftStale &&
-      !this.allNsStale &&
-      this.staleNs.size === 0 &&
+      !this.pending() &&
       this.staleFiles.size === 0 &&
       this.files !== undefined &&
       this.stats.unwatched === 0 &&
@@ -701,9 +690,7 @@ export function differences(a: Observation, b: Observation): string[] {
     x: Readonly<Record<string, unknown>>,
     y: Readonly<Record<string, unknown>>,
   ) => {
-    const names = [...new Set([...Object.keys(x), ...Object.keys(y)])].filter(
-      (n) => JSON.stringify(x[n]) !== JSON.stringify(y[n]),
-    );
+    const names = [...new Set([...Object.keys(x), ...Object.keys(y)])].filter((n) => !sameData(x[n], y[n]));
     if (names.length)
       out.push(`${what} ${names.slice(0, 5).join(', ')}${names.length > 5 ? ` (+${names.length - 5})` : ''}`);
   };
@@ -713,8 +700,8 @@ export function differences(a: Observation, b: Observation): string[] {
   byName('nft set', a.state.nft.sets, b.state.nft.sets);
   if (a.state.nft.skeleton !== b.state.nft.skeleton) out.push('nft skeleton');
   for (const k of ['reserved4', 'reserved6'] as const)
-    if (JSON.stringify(a.host[k]) !== JSON.stringify(b.host[k])) out.push(`host ${k}`);
-  if (JSON.stringify(a.foreign) !== JSON.stringify(b.foreign)) out.push('foreign names');
+    if (!sameData(a.host[k], b.host[k])) out.push(`host ${k}`);
+  if (!sameData(a.foreign, b.foreign)) out.push('foreign names');
   return out;
 }
 

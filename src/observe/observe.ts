@@ -289,12 +289,10 @@ function readDirectFacts(instance: string, bridges: readonly string[]): DirectFa
 /** Whether the directly read facts differ now from what `obs` read. */
 export function directFactsChanged(instance: string, obs: Observation): boolean {
   const now = readDirectFacts(instance, Object.keys(obs.state.bridges));
-  const r = obs.state.resolver;
   return (
     now.resolvConf !== obs.resolvConf ||
     !sameData(now.sysctls, obs.state.sysctls) ||
-    now.resolver?.config !== r?.config ||
-    now.resolver?.running !== r?.running ||
+    !sameData(now.resolver, obs.state.resolver) ||
     now.ulaSeed !== obs.host.ulaSeed ||
     !sameData(now.ephemeralPorts, obs.host.ephemeralPorts)
   );
