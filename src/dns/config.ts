@@ -9,8 +9,7 @@
  */
 import { join } from 'node:path';
 import { freezeData, ObjectMemo } from '../model/intern.js';
-import { compactJson } from '../model/json.js';
-import { sha256hex } from '../model/names.js';
+import { compactJson, jsonFile } from '../model/json.js';
 import type { Resolved } from '../model/resolved.js';
 import type { ResolverState } from '../model/state.js';
 import { parseResolvConf, renderHosts, renderResolvConf } from './files.js';
@@ -98,27 +97,13 @@ export interface ResolverIndex {
   readonly proxies: readonly ProxySpec[];
 }
 
-/** A part's text and hash, per (remembered) endpoints list. */
-const partTexts = new WeakMap<readonly DnsEndpoint[], { readonly text: string; readonly hash: string }>();
-export function partText(endpoints: readonly DnsEndpoint[]): {
-  readonly text: string;
-  readonly hash: string;
-} {
-  let t = partTexts.get(endpoints);
-  if (!t) {
-    const text = `${compactJson({ endpoints })}\n`;
-    partTexts.set(endpoints, (t = { text, hash: sha256hex(text).slice(0, 16) }));
-  }
-  return t;
-}
-
 /** The resolver's desired state for a DNS world; undefined when nothing needs a resolver. */
 export function resolverState(w: DnsWorld): ResolverState | undefined {
   if (!w.config && !w.proxies.length) return undefined;
   const parts: Record<string, string> = {};
   const hashes: Record<string, string> = {};
   for (const [name, endpoints] of w.parts) {
-    const t = partText(endpoints);
+    const t = jsonFile(endpoints, () => ({ endpoints }));
     parts[name] = t.text;
     hashes[name] = t.hash;
   }

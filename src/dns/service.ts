@@ -27,7 +27,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
-import { sha256hex } from '../model/names.js';
+import { sha256hex, shortHash } from '../model/names.js';
 import { runDir, stateDir, writeText } from '../state/store.js';
 import type { ResolverIndex } from './config.js';
 import type { DnsEndpoint } from './records.js';
@@ -191,7 +191,7 @@ export function loadResolverConfig(
       continue;
     }
     const partText = readFileSync(partFile(instance, name), 'utf8');
-    if (sha256hex(partText).slice(0, 16) !== hash)
+    if (shortHash(partText) !== hash)
       throw new Error(`dns part ${name}: its file does not match the index (hash ${hash})`);
     parts.set(name, { hash, endpoints: (JSON.parse(partText) as { endpoints: DnsEndpoint[] }).endpoints });
   }

@@ -5,6 +5,8 @@
  * and kept with the object.
  */
 
+import { shortHash } from './names.js';
+
 const omitted = (v: unknown) => v === undefined || typeof v === 'function' || typeof v === 'symbol';
 
 const compactTexts = new WeakMap<object, string>();
@@ -35,4 +37,24 @@ export function compactJson(x: unknown): string {
   }
   if (frozen) compactTexts.set(x, text);
   return text;
+}
+
+/** A file's text and its short hash (names.ts shortHash), per object it was made for. */
+const fileTexts = new WeakMap<object, { readonly text: string; readonly hash: string }>();
+
+/**
+ * `value()` as a JSON file (compactJson and a newline) with its short hash, made once per
+ * `key`: the part files the daemon writes (record, resolver) are rewritten when their
+ * object is new, and their index names each by its hash.
+ */
+export function jsonFile(
+  key: object,
+  value: () => unknown,
+): { readonly text: string; readonly hash: string } {
+  let t = fileTexts.get(key);
+  if (!t) {
+    const text = `${compactJson(value())}\n`;
+    fileTexts.set(key, (t = { text, hash: shortHash(text) }));
+  }
+  return t;
 }

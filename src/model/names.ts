@@ -22,6 +22,9 @@ export function sha256hex(s: string): string {
   return crypto.createHash('sha256').update(s).digest('hex');
 }
 
+/** The first 16 hex digits of the SHA-256 of `s`: how files tether writes in parts are named in their index. */
+export const shortHash = (s: string): string => sha256hex(s).slice(0, 16);
+
 export const INSTANCE_RE = /^[a-z][a-z0-9_-]{0,13}$/;
 
 export function isValidIfName(name: string): boolean {

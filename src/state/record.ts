@@ -21,8 +21,7 @@ import {
   type WorldView,
 } from '../cli/views.js';
 import type { ApplyOutcome, Engine } from '../engine.js';
-import { compactJson } from '../model/json.js';
-import { sha256hex } from '../model/names.js';
+import { jsonFile } from '../model/json.js';
 import type { Spec } from '../model/spec.js';
 import { readJson, stateDir, writeText } from './store.js';
 
@@ -72,17 +71,6 @@ export function clearLastApply(instance: string): void {
   rmSync(containersDir(instance), { recursive: true, force: true });
 }
 
-/** A record's text and its hash, kept per (frozen, remembered) record. */
-const texts = new WeakMap<ContainerRecord, { text: string; sha: string }>();
-function textOf(rec: ContainerRecord): { text: string; sha: string } {
-  let t = texts.get(rec);
-  if (!t) {
-    const text = `${compactJson(rec)}\n`;
-    texts.set(rec, (t = { text, sha: sha256hex(text).slice(0, 16) }));
-  }
-  return t;
-}
-
 /** Record an apply; the view is built from a fresh observation (MACs the kernel chose). */
 export async function recordApply(
   engine: Engine,
@@ -112,7 +100,7 @@ export async function recordApply(
   const had = before?.index ?? {};
   for (const rec of recs) {
     const name = rec.view.Name.slice(1);
-    const { text, sha } = textOf(rec);
+    const { text, hash: sha } = jsonFile(rec, () => rec);
     index[name] = sha;
     if (had[name] !== sha) writeText(containerFile(instance, name), text);
   }
