@@ -7,6 +7,7 @@ import { apply } from './apply/apply.js';
 import { desiredState } from './diff/desired.js';
 import { diff } from './diff/diff.js';
 import type { Action, Plan } from './diff/plan.js';
+import { startSpawner, stopSpawner } from './kernel/exec.js';
 import { HostNetlink } from './kernel/netlink.js';
 import { KernelError, UsageError } from './model/errors.js';
 import { nftTableName } from './model/names.js';
@@ -37,6 +38,8 @@ export interface Engine {
 export function openEngine(instance: string, opts: { live?: boolean } = {}): Engine {
   const nl = new HostNetlink();
   const live = opts.live ? new LiveObserver(nl, instance) : undefined;
+  // The daemon grows to hundreds of MiB at scale: it starts ip and nft through a small spawner.
+  if (opts.live) startSpawner();
   return {
     instance,
     nl,
@@ -44,6 +47,7 @@ export function openEngine(instance: string, opts: { live?: boolean } = {}): Eng
     close: () => {
       live?.close();
       nl.close();
+      if (opts.live) stopSpawner();
     },
   };
 }
@@ -147,6 +151,7 @@ const counted = (a: Action) => a.op === 'bridge.delete' || a.op === 'netns.delet
  * least 3 of them.
  */
 export function massDeletion(plan: Plan, actual: KernelState): string | undefined {
+  if (!plan.actions.some(counted)) return undefined; // (counting what is owned is O(N))
   const total = ownedCount(actual);
   // A deleted namespace takes its veths with it: they count, though the plan names none.
   const dying = new Set(plan.actions.flatMap((a) => (a.op === 'netns.delete' ? [a.container] : [])));
@@ -196,17 +201,20 @@ export async function applyPlan(
   let result: Awaited<ReturnType<typeof apply>>;
   try {
     engine.live?.releasing(first.plan);
-    const vethsByContainer = new Map<string, string[]>();
-    for (const v of Object.values(first.observation.state.veths)) {
-      const list = vethsByContainer.get(v.container);
-      if (list) list.push(v.name);
-      else vethsByContainer.set(v.container, [v.name]);
-    }
-    result = await apply(first.plan, {
-      instance: engine.instance,
-      nl: engine.nl,
-      vethsOf: (c) => vethsByContainer.get(c) ?? [],
-    });
+    // Grouped on first use: only a plan that deletes namespaces asks.
+    let vethsByContainer: Map<string, string[]> | undefined;
+    const vethsOf = (c: string) => {
+      if (!vethsByContainer) {
+        vethsByContainer = new Map();
+        for (const v of Object.values(first.observation.state.veths)) {
+          const list = vethsByContainer.get(v.container);
+          if (list) list.push(v.name);
+          else vethsByContainer.set(v.container, [v.name]);
+        }
+      }
+      return vethsByContainer.get(c) ?? [];
+    };
+    result = await apply(first.plan, { instance: engine.instance, nl: engine.nl, vethsOf });
   } catch (e) {
     await engine.live?.applied(first.plan, false);
     throw e;

@@ -4,7 +4,6 @@
  * updates (dependency order), then the nft changes.
  */
 
-import { ObjectMemo } from '../model/intern.js';
 import { type KernelState, linkOn, type NamespaceState, type VethState } from '../model/state.js';
 import type { Action, LinkChange, Plan } from './plan.js';
 
@@ -65,8 +64,9 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   const netnsCreate: [string, Action][] = [];
   const vethAdd: Action[] = [];
   const nsAdd: [string, readonly Action[]][] = [];
-  for (const [c, g] of groupByContainer(desired, actual)) {
-    const out = containerDiffOf(c, g, desired.veths, actual.veths);
+  const byName = (x: Action, y: Action) => cmp((x as { name: string }).name, (y as { name: string }).name);
+  const byFirst = <T>(x: readonly [string, T], y: readonly [string, T]) => cmp(x[0], y[0]);
+  for (const [c, out] of [...containerDiffs(desired, actual)].sort(byFirst)) {
     vethDel.push(...out.vethDel);
     if (out.nsDel.length) nsDel.push([c, out.nsDel]);
     if (out.netnsDel) netnsDel.push([c, out.netnsDel]);
@@ -74,8 +74,6 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     vethAdd.push(...out.vethAdd);
     if (out.nsAdd.length) nsAdd.push([c, out.nsAdd]);
   }
-  const byName = (x: Action, y: Action) => cmp((x as { name: string }).name, (y as { name: string }).name);
-  const byFirst = <T>(x: [string, T], y: [string, T]) => cmp(x[0], y[0]);
   del.push(...vethDel.sort(byName));
   for (const [, actions] of nsDel.sort(byFirst)) del.push(...actions);
 
@@ -146,7 +144,7 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   } else if (!ar?.running || ar.config !== dr.config) {
     // A resolver that serves the observed index has its parts: write the ones that differ.
     const had = ar?.running ? partHashes(ar.config) : {};
-    const want = partHashes(dr.config);
+    const want = partHashes(dr.config, dr.partHashes);
     const parts: Record<string, string> = {};
     for (const [name, text] of Object.entries(dr.parts ?? {}))
       if (had[name] !== want[name]) parts[name] = text;
@@ -170,18 +168,21 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
- * Container → part hash, from a resolver index (nothing from one unreadable). The last two
- * indexes read are kept: the observed index of one edit is the desired one of the edit before.
+ * Container → part hash, from a resolver index (nothing from one unreadable), or as the
+ * desired state gives them. The last two are kept: the observed index of one edit is the
+ * desired one of the edit before.
  */
 const indexes: { text: string; parts: Readonly<Record<string, string>> }[] = [];
-function partHashes(index: string): Readonly<Record<string, string>> {
+function partHashes(index: string, given?: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
   const known = indexes.find((x) => x.text === index);
   if (known) return known.parts;
-  let parts: Record<string, string> = {};
-  try {
-    parts = (JSON.parse(index) as { parts?: Record<string, string> }).parts ?? {};
-  } catch {
-    /* nothing known */
+  let parts: Readonly<Record<string, string>> = given ?? {};
+  if (!given) {
+    try {
+      parts = (JSON.parse(index) as { parts?: Record<string, string> }).parts ?? {};
+    } catch {
+      /* nothing known */
+    }
   }
   indexes.unshift({ text: index, parts });
   indexes.length = Math.min(indexes.length, 2);
@@ -194,20 +195,6 @@ interface ContainerPart {
   a?: NamespaceState;
   readonly dVeths: VethState[];
   readonly aVeths: VethState[];
-}
-
-function groupByContainer(desired: KernelState, actual: KernelState): Map<string, ContainerPart> {
-  const groups = new Map<string, ContainerPart>();
-  const get = (c: string) => {
-    let g = groups.get(c);
-    if (!g) groups.set(c, (g = { dVeths: [], aVeths: [] }));
-    return g;
-  };
-  for (const [c, ns] of Object.entries(desired.namespaces)) get(c).d = ns;
-  for (const [c, ns] of Object.entries(actual.namespaces)) get(c).a = ns;
-  for (const v of Object.values(desired.veths)) get(v.container).dVeths.push(v);
-  for (const v of Object.values(actual.veths)) get(v.container).aVeths.push(v);
-  return groups;
 }
 
 /** One container's actions, by the place they take in the plan. */
@@ -225,27 +212,84 @@ interface ContainerDiff {
 }
 
 /**
- * containerDiff, remembered per namespace object: a container whose desired and observed
- * namespace and veths are the very objects of the last diff gets the same actions
- * without looking again. The daemon keeps unchanged containers' objects (observe.ts
- * nsStateOf, desired.ts), so a reconcile after one edit diffs that container only.
+ * The last states diffed and their containers' actions (only containers that have some).
+ * A container's actions are a function of its namespace objects and of the veth entries
+ * of its own names, so a container whose objects are all the very ones of the last diff
+ * has the same actions: the next diff looks again only at the containers whose objects
+ * changed. The daemon keeps unchanged containers' objects (observe.ts nsStateOf,
+ * desired.ts), so a reconcile after one edit diffs that container only, and finds it out
+ * by identity checks, without grouping every container's objects.
  */
-const memo = new ObjectMemo<NamespaceState, ContainerDiff>();
+let last:
+  | { desired: KernelState; actual: KernelState; diffs: ReadonlyMap<string, ContainerDiff> }
+  | undefined;
 
-function containerDiffOf(
-  c: string,
-  part: ContainerPart,
-  desiredVeths: KernelState['veths'],
-  actualVeths: KernelState['veths'],
-): ContainerDiff {
-  const key = part.d ?? part.a;
-  const make = () => containerDiff(c, part, desiredVeths, actualVeths);
-  // The veths are looked up by name: only a container whose veths are all its own is memoised.
-  const own =
-    part.dVeths.every((v) => (actualVeths[v.name]?.container ?? c) === c) &&
-    part.aVeths.every((v) => (desiredVeths[v.name]?.container ?? c) === c);
-  if (!key || !own) return make();
-  return memo.of(key, [part.d, part.a, part.dVeths.length, ...part.dVeths, ...part.aVeths], make);
+/** Container → its actions, for the containers that have some. */
+function containerDiffs(desired: KernelState, actual: KernelState): ReadonlyMap<string, ContainerDiff> {
+  const dirty = last ? changedContainers(last.desired, last.actual, desired, actual) : undefined;
+  const diffs = new Map(dirty ? last!.diffs : []);
+  const parts = new Map<string, ContainerPart>();
+  const part = (c: string) => {
+    let g = parts.get(c);
+    if (!g) parts.set(c, (g = { dVeths: [], aVeths: [] }));
+    return g;
+  };
+  const wanted = (c: string) => !dirty || dirty.has(c);
+  for (const c in desired.namespaces) if (wanted(c)) part(c).d = desired.namespaces[c];
+  for (const c in actual.namespaces) if (wanted(c)) part(c).a = actual.namespaces[c];
+  for (const name in desired.veths) {
+    const v = desired.veths[name]!;
+    if (wanted(v.container)) part(v.container).dVeths.push(v);
+  }
+  for (const name in actual.veths) {
+    const v = actual.veths[name]!;
+    if (wanted(v.container)) part(v.container).aVeths.push(v);
+  }
+  for (const c of dirty ?? []) if (!parts.has(c)) diffs.delete(c); // gone from both states
+  for (const [c, g] of parts) {
+    const out = containerDiff(c, g, desired.veths, actual.veths);
+    const some =
+      out.vethDel.length ||
+      out.nsDel.length ||
+      out.netnsDel ||
+      out.netnsCreate ||
+      out.vethAdd.length ||
+      out.nsAdd.length;
+    if (some) diffs.set(c, out);
+    else diffs.delete(c);
+  }
+  last = { desired, actual, diffs };
+  return diffs;
+}
+
+/**
+ * The containers whose namespace objects or veth entries differ between two pairs of
+ * states. A veth entry that changed makes every container it belongs to in any of the four
+ * states dirty: each of them looks it up by name.
+ */
+function changedContainers(d0: KernelState, a0: KernelState, d1: KernelState, a1: KernelState): Set<string> {
+  const dirty = new Set<string>();
+  const namespaces = (x: KernelState['namespaces'], y: KernelState['namespaces']) => {
+    if (x === y) return;
+    for (const c in y) if (y[c] !== x[c]) dirty.add(c);
+    for (const c in x) if (!(c in y)) dirty.add(c);
+  };
+  namespaces(d0.namespaces, d1.namespaces);
+  namespaces(a0.namespaces, a1.namespaces);
+  const names = new Set<string>();
+  const veths = (x: KernelState['veths'], y: KernelState['veths']) => {
+    if (x === y) return;
+    for (const n in y) if (y[n] !== x[n]) names.add(n);
+    for (const n in x) if (!(n in y)) names.add(n);
+  };
+  veths(d0.veths, d1.veths);
+  veths(a0.veths, a1.veths);
+  for (const n of names)
+    for (const s of [d0, a0, d1, a1]) {
+      const v = s.veths[n];
+      if (v) dirty.add(v.container);
+    }
+  return dirty;
 }
 
 function containerDiff(

@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path';
 import { freezeData, ObjectMemo } from '../model/intern.js';
-import { compactJson, jsonFile } from '../model/json.js';
+import { jsonFile } from '../model/json.js';
 import type { Resolved } from '../model/resolved.js';
 import type { ResolverState } from '../model/state.js';
 import { parseResolvConf, renderHosts, renderResolvConf } from './files.js';
@@ -113,9 +113,11 @@ export function resolverState(w: DnsWorld): ResolverState | undefined {
     proxies: w.proxies,
   };
   return {
-    config: `${compactJson(index)}\n`,
+    // One native pass: the index is mostly the flat map of part hashes, with nothing kept to reuse.
+    config: `${JSON.stringify(index)}\n`,
     running: true,
     parts,
+    partHashes: hashes,
     networks: w.config?.networks.length ?? 0,
     proxies: w.proxies.length,
   };

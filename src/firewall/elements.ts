@@ -37,8 +37,45 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
     const nets = c.endpoints.map((e) => r.networks[e.network]!);
     for (const [set, key] of parts.of(c, nets, () => containerElements(c, nets))) add(set, key);
   }
-  for (const k of Object.keys(sets)) sets[k] = [...new Set(sets[k])].sort();
+  for (const k of Object.keys(sets)) sets[k] = sortedSet(k, sets[k]!);
   return sets;
+}
+
+/**
+ * Per set: the elements contributed last time (in contribution order, repeats included)
+ * and the sorted list made of them. Thousands of elements at scale, nearly all the same
+ * from one edit to the next: a set contributed the same way gets the same list (which diff
+ * then compares by identity), and a changed one is merged from the last sorted list
+ * instead of sorted again.
+ */
+const lastSets = new Map<string, { raw: readonly string[]; sorted: string[]; members: Set<string> }>();
+
+export function sortedSet(name: string, raw: string[]): string[] {
+  const prev = lastSets.get(name);
+  if (prev && prev.raw.length === raw.length && prev.raw.every((k, i) => k === raw[i])) return prev.sorted;
+  const members = new Set(raw);
+  let sorted: string[];
+  if (!prev) sorted = [...members].sort();
+  else {
+    const kept = prev.sorted.filter((k) => members.has(k));
+    const added = [...members].filter((k) => !prev.members.has(k)).sort();
+    sorted = mergeSorted(kept, added);
+  }
+  Object.freeze(sorted);
+  lastSets.set(name, { raw, sorted, members });
+  return sorted;
+}
+
+/** Two ascending lists with no element in common, as one ascending list. */
+function mergeSorted(a: readonly string[], b: readonly string[]): string[] {
+  if (b.length === 0) return [...a];
+  const out: string[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) out.push(a[i]! < b[j]! ? a[i++]! : b[j++]!);
+  while (i < a.length) out.push(a[i++]!);
+  while (j < b.length) out.push(b[j++]!);
+  return out;
 }
 
 /**

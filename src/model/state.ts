@@ -80,6 +80,8 @@ export interface ResolverState {
   readonly running: boolean;
   /** Desired only: container → the text of its part (the index holds its hash). */
   readonly parts?: Readonly<Record<string, string>>;
+  /** Desired only: container → its part's hash, as in the index (saves parsing it back). */
+  readonly partHashes?: Readonly<Record<string, string>>;
   /** Desired only: served networks and proxies, for the plan's description. */
   readonly networks?: number;
   readonly proxies?: number;

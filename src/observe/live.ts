@@ -44,6 +44,7 @@ import type { NftState } from '../model/state.js';
 import {
   assemble,
   directFactsChanged,
+  instanceNetns,
   type NsTarget,
   nsTargets,
   type Observation,
@@ -149,6 +150,10 @@ export class LiveObserver {
   private nftStale = true;
   /** Our tables were touched in the nft transaction being reported. */
   private nftTouched = false;
+  /** Between releasing() and applied(): tether's apply is under way. */
+  private applying = false;
+  /** Generations of our tables committed during an apply by a pid not (yet) known as ours. */
+  private unjudged: { pid: number; change: string }[] = [];
 
   private files: Readonly<Record<string, string>> | undefined;
   private readonly staleFiles = new Set<string>();
@@ -160,11 +165,17 @@ export class LiveObserver {
    * event and the attached paths are the same (listing /run/netns costs ~1 ms at 1000).
    */
   private targetsCache: { attached: string; targets: NsTarget[]; key: string } | undefined;
+  /**
+   * The instance's names in /run/netns, listed once and then kept by the directory watch and
+   * the applies (listing takes milliseconds at 1000, and every add or removal changes it).
+   */
+  private netnsNames: Set<string> | undefined;
   private targetsOf(scope: ObserveScope): { targets: NsTarget[]; key: string } {
     const attached = JSON.stringify(scope.attached);
     const hit = this.dirWatch && this.targetsCache?.attached === attached ? this.targetsCache : undefined;
     if (hit) return hit;
-    const targets = nsTargets(scope);
+    if (!this.dirWatch || !this.netnsNames) this.netnsNames = new Set(instanceNetns(this.instance));
+    const targets = nsTargets(scope, this.netnsNames);
     this.targetsCache = { attached, targets, key: targetsKey(targets) };
     return this.targetsCache;
   }
@@ -194,6 +205,7 @@ export class LiveObserver {
     this.generation++;
     this.dirChanged = undefined;
     this.targetsCache = undefined;
+    this.netnsNames = undefined;
     this.hostStale = true;
     this.allNsStale = true;
     this.nftStale = true;
@@ -250,6 +262,7 @@ export class LiveObserver {
         if (!name) {
           // An event without a name: anything may have changed.
           this.targetsCache = undefined;
+          this.netnsNames = undefined;
           this.dirChanged = undefined;
           this.generation++;
           return;
@@ -260,6 +273,8 @@ export class LiveObserver {
         this.targetsCache = undefined;
         this.dirChanged?.add(path);
         const ino = nsInode(path);
+        if (ino === undefined) this.netnsNames?.delete(name);
+        else this.netnsNames?.add(name);
         const held = this.watches.get(path);
         // What is held changes only when a namespace held is gone or replaced, or one
         // not held appears (events of a namespace tether made and read already are not).
@@ -345,6 +360,11 @@ export class LiveObserver {
    * a reconcile triggered by the host notification does not plan from a container view
    * whose own notification has not arrived yet.
    */
+  private foreignNft(change: string): void {
+    this.nftStale = true;
+    this.changes$.next(change);
+  }
+
   private peerChanged(l: NlLink): void {
     const a = parseAlias(this.instance, l.alias);
     if (a?.kind === 'ep') this.staleNs.add(`${NETNS_DIR}/${netnsName(this.instance, a.container)}`);
@@ -367,8 +387,11 @@ export class LiveObserver {
         else if (type === 3) who = ` by ${cString(d, s, e)}`;
       });
       if (this.nftTouched && !nftWriterPids.includes(pid)) {
-        this.nftStale = true;
-        this.changes$.next(`nftables table ${table} changed${who} (pid ${pid})`);
+        // During an apply, tether's own nft may commit before its pid is known (the spawner
+        // reports it): judged once the apply is over.
+        if (this.applying)
+          this.unjudged.push({ pid, change: `nftables table ${table} changed${who} (pid ${pid})` });
+        else this.foreignNft(`nftables table ${table} changed${who} (pid ${pid})`);
       }
       this.nftTouched = false;
       return;
@@ -619,6 +642,7 @@ export class LiveObserver {
    * would keep a deleted namespace, and its veths, alive).
    */
   releasing(plan: Plan): void {
+    this.applying = true;
     for (const a of plan.actions) {
       if (a.op !== 'netns.delete') continue;
       const p = nsPathOf(a)!;
@@ -635,6 +659,8 @@ export class LiveObserver {
   async applied(plan: Plan, ok: boolean): Promise<void> {
     this.generation++;
     if (!ok) {
+      this.applying = false;
+      this.unjudged = [];
       this.invalidate();
       return;
     }
@@ -644,10 +670,19 @@ export class LiveObserver {
       if (a.op === 'file.write' || a.op === 'file.delete') this.staleFiles.add(a.path);
       if (a.op.startsWith('nft.table.')) this.nftStale = true;
       // The directory's own event for a namespace made or deleted may come later.
-      if (a.op === 'netns.create' || a.op === 'netns.delete') this.targetsCache = undefined;
+      if (a.op === 'netns.create' || a.op === 'netns.delete') {
+        this.targetsCache = undefined;
+        if (a.op === 'netns.create') this.netnsNames?.add(a.name);
+        else this.netnsNames?.delete(a.name);
+      }
     }
     if (this.nft) this.nft = withElementChanges(this.nft, plan.actions);
     await this.barrier();
+    this.applying = false;
+    const unjudged = this.unjudged;
+    this.unjudged = [];
+    const foreign = unjudged.find((g) => !nftWriterPids.includes(g.pid));
+    if (foreign) this.foreignNft(foreign.change);
   }
 
   /**

@@ -119,13 +119,20 @@ export interface NsTarget {
 }
 
 /** The instance's named namespaces and the attached paths the manifests name. */
-export function nsTargets(scope: ObserveScope): NsTarget[] {
-  const prefix = `${scope.instance}-`;
-  const targets: NsTarget[] = listNetns()
-    .filter((n) => n.startsWith(prefix))
-    .map((n) => ({ name: n, path: `${NETNS_DIR}/${n}` }));
+export function nsTargets(
+  scope: ObserveScope,
+  names: Iterable<string> = instanceNetns(scope.instance),
+): NsTarget[] {
+  const targets: NsTarget[] = [];
+  for (const n of names) targets.push({ name: n, path: `${NETNS_DIR}/${n}` });
   for (const [container, path] of Object.entries(scope.attached)) targets.push({ path, container });
   return targets;
+}
+
+/** The names in /run/netns that belong to `instance`. */
+export function instanceNetns(instance: string): string[] {
+  const prefix = `${instance}-`;
+  return listNetns().filter((n) => n.startsWith(prefix));
 }
 
 /** Read one namespace; an attached one that does not exist (yet) is absent, a named one must read. */
