@@ -225,6 +225,7 @@ export async function applyPlan(
   // Verify: observe again and diff against the same desired state (recomputing it would
   // only repeat IPAM, which keeps what exists: the same answer, at O(N) cost).
   const observation = await observeFor(engine, spec);
+  const observed = performance.now();
   const again: PlanResult = {
     plan: diff(first.desired, observation.state, nftTableName(engine.instance)),
     observation,
@@ -241,6 +242,7 @@ export async function applyPlan(
     ...prefix('apply.', phases),
     apply: ms(planned, applied),
     verify: ms(applied, performance.now()),
+    'verify.observe': ms(applied, observed),
   };
   return { ...first, writes, residual: again.plan, after: again, timings };
 }

@@ -124,11 +124,15 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       store,
       sink,
       pruneAll: o.pruneAll,
-      apply: (spec, opts) =>
-        withLock(o.instance, () => {
+      apply: (spec, opts) => {
+        const t0 = performance.now();
+        return withLock(o.instance, async () => {
+          const lock = Math.round((performance.now() - t0) * 10) / 10;
           if (opts.full) engine.live?.fullRead();
-          return applyPlan(engine, spec, opts);
-        }),
+          const outcome = await applyPlan(engine, spec, opts);
+          return { ...outcome, timings: { lock, ...outcome.timings } };
+        });
+      },
       record: async (s, outcome, ms) => {
         lastRecord = await recordApply(
           engine,

@@ -173,7 +173,10 @@ const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
  * desired one of the edit before.
  */
 const indexes: { text: string; parts: Readonly<Record<string, string>> }[] = [];
-function partHashes(index: string, given?: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+function partHashes(
+  index: string,
+  given?: Readonly<Record<string, string>>,
+): Readonly<Record<string, string>> {
   const known = indexes.find((x) => x.text === index);
   if (known) return known.parts;
   let parts: Readonly<Record<string, string>> = given ?? {};

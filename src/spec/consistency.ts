@@ -106,6 +106,54 @@ interface Binding {
 const portBindings = new ObjectMemo<CanonContainer, readonly Binding[]>();
 const cleanContainers = new ObjectMemo<CanonContainer, true>();
 
+/**
+ * Who claims each fixed host port ("tcp/4/8080"), kept from one load to the next and
+ * updated for the containers whose claims changed (the daemon reloads 1000 containers
+ * after every edit of one): whether two port specs share a host port is known without
+ * walking every claim again.
+ */
+class PortClaims {
+  private last = new Map<string, readonly Binding[]>();
+  private readonly holders = new Map<string, Binding[]>();
+  /** Keys held by bindings of two or more port specs. */
+  private readonly shared = new Set<string>();
+
+  /** Take in each container's claims now; true when some host port is claimed twice. */
+  update(now: ReadonlyMap<string, readonly Binding[]>): boolean {
+    for (const [name, old] of this.last) if (now.get(name) !== old) for (const b of old) this.drop(b);
+    for (const [name, bs] of now) if (this.last.get(name) !== bs) for (const b of bs) this.take(b);
+    this.last = new Map(now);
+    return this.shared.size > 0;
+  }
+
+  private take(b: Binding): void {
+    for (const k of b.keys) {
+      const list = this.holders.get(k);
+      if (!list) this.holders.set(k, [b]);
+      else {
+        list.push(b);
+        this.judge(k, list);
+      }
+    }
+  }
+
+  private drop(b: Binding): void {
+    for (const k of b.keys) {
+      const list = this.holders.get(k)!;
+      list.splice(list.indexOf(b), 1);
+      if (list.length === 0) this.holders.delete(k);
+      this.judge(k, list);
+    }
+  }
+
+  private judge(k: string, list: readonly Binding[]): void {
+    if (list.some((b) => b.port !== list[0]!.port)) this.shared.add(k);
+    else this.shared.delete(k);
+  }
+}
+
+const claims = new PortClaims();
+
 class Checker {
   readonly problems: SpecProblem[] = [];
   readonly warnings: SpecWarning[] = [];
@@ -751,26 +799,19 @@ class Checker {
   }
 
   ports(): void {
-    const bindings: Binding[] = [];
+    const perContainer = new Map<string, readonly Binding[]>();
     for (const [name, defs] of this.model.containers) {
       const ct = this.spec.containers[name];
       if (ct.mode !== 'bridge') continue;
       const canon = defs[0];
       const nets = ct.networks.map((a) => this.spec.networks[a.network]);
-      for (const b of portBindings.of(canon, [ct, ...nets], () => this.bindingsOf(ct, canon)))
-        bindings.push(b);
+      const own = portBindings.of(canon, [ct, ...nets], () => this.bindingsOf(ct, canon));
+      if (own.length) perContainer.set(name, own);
     }
     // A clash needs two port specs claiming one host port of one protocol and family:
     // without such a pair (the usual case) there is nothing to look into.
-    const claimed = new Map<string, PortSpec>();
-    const suspect = bindings.some((b) =>
-      b.keys.some((k) => {
-        const other = claimed.get(k);
-        if (other === undefined) claimed.set(k, b.port);
-        return other !== undefined && other !== b.port;
-      }),
-    );
-    if (!suspect) return;
+    if (!claims.update(perContainer)) return;
+    const bindings = [...perContainer.values()].flat();
     // Two bindings clash when they share a protocol, a family and a host port, and their
     // addresses are equal or one is unspecified. Every binding is filed under each host
     // port it claims, once by its address and once for "any address", so each binding
