@@ -143,3 +143,92 @@ describe('sortedDifferences', () => {
     expect(sortedDifferences(same, same)).toEqual([[], []]);
   });
 });
+
+describe('diff after diff', () => {
+  // Random states where each next one keeps most of the last one's objects: the diff looks
+  // again only at containers whose objects changed, and must give what a diff of fresh
+  // copies (every object new, so everything looked at) gives.
+  let seed = 4242;
+  const rnd = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x7fffffff;
+  };
+  const pick = <X>(xs: readonly X[]) => xs[Math.floor(rnd() * xs.length)]!;
+  const C = ['a', 'b', 'c', 'd'];
+  const N = ['n0', 'n1'];
+  const randomNs = (c: string): NamespaceState => {
+    const links: Record<string, NamespaceState['links'][string]> = {};
+    for (const n of N)
+      if (rnd() < 0.6) {
+        const name = pick(['eth0', 'eth1']);
+        links[name] = {
+          name,
+          network: n,
+          mtu: pick([undefined, 1500]),
+          addrs: [pick(['1/16', '2/16'])],
+          up: rnd() < 0.8,
+        };
+      }
+    const routes = Object.values(links)
+      .filter(() => rnd() < 0.6)
+      .map((l) => ({ family: 4 as const, dst: 'default' as const, via: pick(['g1', 'g2']), dev: l.name }));
+    return { container: c, netnsName: `t-${c}`, path: `/p/${c}`, attached: rnd() < 0.1, links, routes };
+  };
+  /** Desired: every veth belongs to a namespace that has a link on its network. */
+  const mixDesired = (prev: KernelState): KernelState => {
+    const namespaces: Record<string, NamespaceState> = {};
+    const veths: Record<string, KernelState['veths'][string]> = {};
+    for (const c of C) {
+      if (rnd() < 0.7) {
+        if (prev.namespaces[c]) namespaces[c] = prev.namespaces[c];
+        for (const v of Object.values(prev.veths)) if (v.container === c) veths[v.name] = v;
+      } else if (rnd() < 0.8) {
+        const ns = randomNs(c);
+        namespaces[c] = ns;
+        for (const l of Object.values(ns.links))
+          veths[`v${c}${l.network}`] = {
+            name: `v${c}${l.network}`,
+            container: c,
+            network: l.network,
+            master: pick(['br0', 'br1']),
+            up: true,
+          };
+      }
+    }
+    return { ...EMPTY_STATE, namespaces, veths };
+  };
+  /** Actual: anything, veths possibly someone else's. */
+  const mixActual = (prev: KernelState): KernelState => {
+    const namespaces: Record<string, NamespaceState> = {};
+    for (const c of C) {
+      const keep = rnd() < 0.7;
+      if (keep && prev.namespaces[c]) namespaces[c] = prev.namespaces[c];
+      else if (!keep && rnd() < 0.7) namespaces[c] = randomNs(c);
+    }
+    const veths: Record<string, KernelState['veths'][string]> = {};
+    for (const c of C)
+      for (const n of N) {
+        const name = rnd() < 0.1 ? 'vX' : `v${c}${n}`;
+        if (rnd() < 0.7) {
+          if (prev.veths[name]) veths[name] = prev.veths[name];
+        } else if (rnd() < 0.6)
+          veths[name] = { name, container: c, network: n, master: pick([undefined, 'br0']), up: rnd() < 0.8 };
+      }
+    return { ...EMPTY_STATE, namespaces, veths };
+  };
+
+  it('gives the same plans as diffs of fresh copies, over 20000 steps', () => {
+    let d: KernelState = EMPTY_STATE;
+    let a: KernelState = EMPTY_STATE;
+    for (let i = 0; i < 20000; i++) {
+      const [d0, a0] = [d, a];
+      if (rnd() < 0.6) d = mixDesired(d);
+      if (rnd() < 0.7) a = mixActual(a);
+      const want = diff(structuredClone(d), structuredClone(a), T);
+      diff(d0, a0, T); // the last diff is of the previous states again, not of the copies
+      const got = diff(d, a, T);
+      if (JSON.stringify(got) !== JSON.stringify(want))
+        expect({ step: i, got }).toEqual({ step: i, got: want });
+    }
+  });
+});

@@ -34,4 +34,24 @@ describe('loadSpecCached', () => {
     const good = file('/m/b.yaml', 'containers:\n  c1: { networks: [web] }\n');
     expect(Object.keys(loadSpecCached([a, good], cache).containers)).toEqual(['c1']);
   });
+
+  it('finds a host port published twice as edits come and go (the claims are kept between loads)', () => {
+    const cache = new Map<string, ReadResult>();
+    const pieces = new Map();
+    const nets = file('/m/a.yaml', 'networks:\n  web: {}\n');
+    const ctrs = (lines: string[]) =>
+      file('/m/b.yaml', `containers:\n${lines.map((l) => `  ${l}\n`).join('')}`);
+    const c1 = 'c1: { networks: [web], ports: ["8080:80"] }';
+    const c2 = 'c2: { networks: [web], ports: ["8081:80"] }';
+    const c2clash = 'c2: { networks: [web], ports: ["8080:80"] }';
+    const c3clash = 'c3: { networks: [web], ports: ["8081:81"] }';
+    const load = (lines: string[]) => () => loadSpecCached([nets, ctrs(lines)], cache, pieces);
+    expect(load([c1, c2])).not.toThrow();
+    expect(load([c1, c2clash])).toThrow(/8080\/tcp.*clashes with .*8080\/tcp/);
+    expect(load([c1, c2])).not.toThrow();
+    expect(load([c1, c2, c3clash])).toThrow(/container 'c3' publishes .*8081/);
+    expect(load([c1, c3clash])).not.toThrow();
+    expect(load([c3clash, c2])).toThrow(/container 'c2' publishes .*8081/);
+    expect(load([c2clash])).not.toThrow();
+  });
 });
