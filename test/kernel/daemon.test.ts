@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -133,6 +133,39 @@ class Daemon {
       c.on('end', () => resolve(JSON.parse(text)));
       c.on('error', reject);
     });
+  }
+}
+
+/** Pids whose parent is `pid`. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // pid (comm) state ppid ...: comm may hold spaces, so split after its closing paren.
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(name));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch {
+    return '';
+  }
+}
+
+/** Polls `cond` (what it waits for reports no event: another process's end). */
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
   }
 }
 
@@ -519,6 +552,27 @@ describe('tether run', () => {
     expect(
       JSON.stringify([hostLinks(s).map((l) => [l.ifname, l.ifindex]), s.instanceNetns(), s.nftTable()]),
     ).toBe(kernelBefore);
+  });
+
+  it('runs ip and nft through a spawner of its own, which ends with it, also when it is killed', async () => {
+    s = Sandbox.create({ uplink: false });
+    s.write('a.yaml', `${NET}${C1}`);
+    for (const [i, sig] of (['SIGTERM', 'SIGKILL'] as const).entries()) {
+      const d = start(['run', '-f', s.manifests]);
+      await d.ready();
+      await d.settled();
+      const spawner = childrenOf(d.proc.pid!).find((pid) => cmdline(pid) === 'tether-spawner');
+      expect(spawner, `the daemon's children: ${childrenOf(d.proc.pid!).map(cmdline)}`).toBeDefined();
+      // A container added: namespaces and nft are written through the spawner.
+      const m = d.mark();
+      s.write('a.yaml', `${NET}${C1}  c${i + 2}: { networks: [web] }\n`);
+      const r = await d.reconciled(m, (e) => e.writes > 0);
+      expect(r.converged).toBe(true);
+      expect(s.ping(s.ns(`c${i + 2}`), '172.18.0.1')).toBe(true);
+      d.signal(sig);
+      await d.exited;
+      await until(() => !existsSync(`/proc/${spawner}`), `spawner ${spawner} to end after ${sig}`);
+    }
   });
 
   it('connects and disconnects a container on the fly while its TCP connection stays up', async () => {
