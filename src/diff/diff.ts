@@ -272,27 +272,28 @@ function containerDiffs(desired: KernelState, actual: KernelState): ReadonlyMap<
  */
 function changedContainers(d0: KernelState, a0: KernelState, d1: KernelState, a1: KernelState): Set<string> {
   const dirty = new Set<string>();
-  const namespaces = (x: KernelState['namespaces'], y: KernelState['namespaces']) => {
-    if (x === y) return;
-    for (const c in y) if (y[c] !== x[c]) dirty.add(c);
-    for (const c in x) if (!(c in y)) dirty.add(c);
-  };
-  namespaces(d0.namespaces, d1.namespaces);
-  namespaces(a0.namespaces, a1.namespaces);
+  changedKeys(d0.namespaces, d1.namespaces, dirty);
+  changedKeys(a0.namespaces, a1.namespaces, dirty);
   const names = new Set<string>();
-  const veths = (x: KernelState['veths'], y: KernelState['veths']) => {
-    if (x === y) return;
-    for (const n in y) if (y[n] !== x[n]) names.add(n);
-    for (const n in x) if (!(n in y)) names.add(n);
-  };
-  veths(d0.veths, d1.veths);
-  veths(a0.veths, a1.veths);
+  changedKeys(d0.veths, d1.veths, names);
+  changedKeys(a0.veths, a1.veths, names);
   for (const n of names)
     for (const s of [d0, a0, d1, a1]) {
       const v = s.veths[n];
       if (v) dirty.add(v.container);
     }
   return dirty;
+}
+
+/** Adds to `into` the keys whose entries differ (by identity) between two records. */
+function changedKeys<T>(
+  x: Readonly<Record<string, T>>,
+  y: Readonly<Record<string, T>>,
+  into: Set<string>,
+): void {
+  if (x === y) return;
+  for (const k in y) if (y[k] !== x[k]) into.add(k);
+  for (const k in x) if (!(k in y)) into.add(k);
 }
 
 function containerDiff(
