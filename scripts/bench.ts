@@ -202,6 +202,8 @@ interface DaemonRow {
   changePort: DaemonStep;
   /** The daemon's peak resident memory (VmHWM). */
   peakRssKb: number;
+  /** Every add measured, in order (the JSON keeps them for comparing runs). */
+  adds: DaemonStep[];
 }
 
 /**
@@ -281,7 +283,7 @@ async function daemonSteps(s: Sandbox, n: number, nets: number): Promise<DaemonR
     const peakRssKb = Number(
       /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0,
     );
-    return { noop: noops[2]!, add, firstAddMs, remove, changePort, peakRssKb };
+    return { noop: noops[2]!, add, firstAddMs, remove, changePort, peakRssKb, adds };
   } finally {
     proc.kill('SIGTERM');
     await exited;

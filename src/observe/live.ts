@@ -360,14 +360,15 @@ export class LiveObserver {
    * a reconcile triggered by the host notification does not plan from a container view
    * whose own notification has not arrived yet.
    */
-  private foreignNft(change: string): void {
-    this.nftStale = true;
-    this.changes$.next(change);
-  }
-
   private peerChanged(l: NlLink): void {
     const a = parseAlias(this.instance, l.alias);
     if (a?.kind === 'ep') this.staleNs.add(`${NETNS_DIR}/${netnsName(this.instance, a.container)}`);
+  }
+
+  /** Another process changed our tables: read them again, and reconcile. */
+  private foreignNft(change: string): void {
+    this.nftStale = true;
+    this.changes$.next(change);
   }
 
   /**
