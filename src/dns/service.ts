@@ -15,20 +15,11 @@
  * command line is tether's dns-serve of this instance, is ever signalled.
  */
 import { spawn } from 'node:child_process';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  watch,
-} from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
 import { sha256hex, shortHash } from '../model/names.js';
-import { runDir, stateDir, writeText } from '../state/store.js';
+import { runDir, stateDir, syncPartFiles, writeText } from '../state/store.js';
 import type { ResolverIndex } from './config.js';
 import type { DnsEndpoint } from './records.js';
 
@@ -130,18 +121,11 @@ export async function reloadResolver(
   removeParts: readonly string[] | 'others' = [],
 ): Promise<void> {
   const f = files(instance);
-  mkdirSync(f.parts, { recursive: true });
   mkdirSync(stateDir(instance), { recursive: true });
   const pid = resolverPid(instance);
   // A resolver that is not serving this index gets every part (diff.ts): any other part file
   // is left over from before, and goes.
-  if (removeParts === 'others')
-    for (const file of readdirSync(f.parts))
-      if (file.endsWith('.json') && !Object.hasOwn(parts, file.slice(0, -5)))
-        rmSync(join(f.parts, file), { force: true });
-  for (const [name, text] of Object.entries(parts)) writeText(partFile(instance, name), text);
-  if (removeParts !== 'others')
-    for (const name of removeParts) rmSync(partFile(instance, name), { force: true });
+  syncPartFiles(f.parts, parts, removeParts === 'others' ? { allBut: parts } : removeParts);
   writeText(f.config, config);
   const want = configHash(config);
   if (pid) {

@@ -10,7 +10,7 @@
  * file), so recording an edit at 1000 containers writes the files of the containers
  * it changed, not a document about all of them.
  */
-import { readdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   type ContainerRecord,
@@ -23,7 +23,7 @@ import {
 import type { ApplyOutcome, Engine } from '../engine.js';
 import { jsonFile } from '../model/json.js';
 import type { Spec } from '../model/spec.js';
-import { readJson, stateDir, writeText } from './store.js';
+import { readJson, stateDir, syncPartFiles, writeText } from './store.js';
 
 export interface LastApply {
   time: string;
@@ -97,14 +97,21 @@ export async function recordApply(
   for (const n of networks) n.Created = created.get(n.Id) ?? n.Created;
 
   const index: Record<string, string> = {};
+  const changed: Record<string, string> = {};
   const had = before?.index ?? {};
   for (const rec of recs) {
     const name = rec.view.Name.slice(1);
     const { text, hash: sha } = jsonFile(rec, () => rec);
     index[name] = sha;
-    if (had[name] !== sha) writeText(containerFile(instance, name), text);
+    if (had[name] !== sha) changed[name] = text;
   }
-  removeStale(instance, index, before ? had : undefined);
+  // The files of containers no longer in the index go: those the last record named, or
+  // (no last record) whatever else the directory holds.
+  syncPartFiles(
+    containersDir(instance),
+    changed,
+    before ? Object.keys(had).filter((name) => !Object.hasOwn(index, name)) : { allBut: index },
+  );
   const file: RecordFile = {
     time: now,
     source: { ...source, files: [...spec.files] },
@@ -118,28 +125,4 @@ export async function recordApply(
   writeText(lastApplyFile(instance), `${JSON.stringify(file)}\n`);
   const { networks: _, ...rest } = file;
   return { ...rest, view: { instance, networks, containers: recs.map((x) => x.view) } };
-}
-
-/**
- * Delete the files of containers no longer in the index: those the last record named, or
- * (no last record) whatever the directory holds.
- */
-function removeStale(
-  instance: string,
-  index: Record<string, string>,
-  had: Record<string, string> | undefined,
-) {
-  let names: string[];
-  if (had) names = Object.keys(had);
-  else {
-    try {
-      names = readdirSync(containersDir(instance)).flatMap((f) =>
-        f.endsWith('.json') ? [f.slice(0, -5)] : [],
-      );
-    } catch {
-      names = [];
-    }
-  }
-  for (const name of names)
-    if (!Object.hasOwn(index, name)) rmSync(containerFile(instance, name), { force: true });
 }

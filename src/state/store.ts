@@ -5,7 +5,7 @@
  *   $TETHER_STATE_DIR (default /var/lib/tether)/<instance>/last-apply.json, containers/ (state/record.ts)
  *   $TETHER_RUN_DIR   (default /run/tether)/<instance>/lock
  */
-import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
 
@@ -27,6 +27,28 @@ export function writeText(file: string, text: string): void {
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, text);
   renameSync(tmp, file);
+}
+
+/**
+ * Files DIR/NAME.json kept in step with an index that names each part (the record's
+ * container files, the resolver's parts): writes `write` (name → text), then deletes the
+ * parts named in `remove`, or, with `{ allBut }` (the last index is unknown), every part
+ * the directory holds whose name `allBut` lacks.
+ */
+export function syncPartFiles(
+  dir: string,
+  write: Readonly<Record<string, string>>,
+  remove: readonly string[] | { readonly allBut: Readonly<Record<string, unknown>> },
+): void {
+  mkdirSync(dir, { recursive: true });
+  const gone =
+    'allBut' in remove
+      ? readdirSync(dir).flatMap((f) =>
+          f.endsWith('.json') && !Object.hasOwn(remove.allBut, f.slice(0, -5)) ? [f.slice(0, -5)] : [],
+        )
+      : remove;
+  for (const [name, text] of Object.entries(write)) writeText(join(dir, `${name}.json`), text);
+  for (const name of gone) rmSync(join(dir, `${name}.json`), { force: true });
 }
 
 export function writeJson(file: string, value: unknown): void {
