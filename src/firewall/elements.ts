@@ -2,7 +2,7 @@
  * The elements each nft set and map should hold for a resolved world. Pure.
  * Key strings follow nft's text: "a . b . c" for concatenations, "key : value" for maps.
  */
-import { ObjectMemo } from '../model/intern.js';
+import { ObjectMemo, sameItems } from '../model/intern.js';
 import { canonicalIp } from '../model/ip.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import { SETS } from './rules.js';
@@ -52,7 +52,7 @@ const lastSets = new Map<string, { raw: readonly string[]; sorted: string[]; mem
 
 export function sortedSet(name: string, raw: string[]): string[] {
   const prev = lastSets.get(name);
-  if (prev && prev.raw.length === raw.length && prev.raw.every((k, i) => k === raw[i])) return prev.sorted;
+  if (prev && sameItems(prev.raw, raw)) return prev.sorted;
   const members = new Set(raw);
   let sorted: string[];
   if (!prev) sorted = [...members].sort();

@@ -38,7 +38,7 @@ export function freezeData<T>(x: T): T {
 }
 
 /** The same items in the same order, compared by identity. */
-const sameItems = (x: readonly unknown[], y: readonly unknown[]): boolean =>
+export const sameItems = (x: readonly unknown[], y: readonly unknown[]): boolean =>
   x.length === y.length && x.every((v, i) => v === y[i]);
 
 /**

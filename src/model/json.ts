@@ -1,6 +1,6 @@
 /**
- * JSON text that reuses the text of frozen parts. The daemon writes the same documents
- * (the resolver's configuration, the record of the last apply) after each edit, and most
+ * JSON text that reuses the text of frozen parts. The daemon writes files in parts (the
+ * resolver's per-container parts, the record's container files) after each edit, and most
  * of their objects are the frozen ones kept from the edit before: their text is made once
  * and kept with the object.
  */

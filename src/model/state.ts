@@ -75,7 +75,7 @@ export interface NftState {
  * parts (each container's names) are files of their own, so an edit rewrites one.
  */
 export interface ResolverState {
-  /** Canonical JSON of the index. */
+  /** The index as written (JSON, one line). */
   readonly config: string;
   readonly running: boolean;
   /** Desired only: container → the text of its part (the index holds its hash). */

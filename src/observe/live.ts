@@ -170,6 +170,17 @@ export class LiveObserver {
    * the applies (listing takes milliseconds at 1000, and every add or removal changes it).
    */
   private netnsNames: Set<string> | undefined;
+  /** A name of the instance's came or went in /run/netns (`present`: it is there now). */
+  private netnsSeen(name: string, present: boolean): void {
+    this.targetsCache = undefined;
+    if (present) this.netnsNames?.add(name);
+    else this.netnsNames?.delete(name);
+  }
+  /** The directory may have changed in any way: list it again at the next observe. */
+  private netnsUnknown(): void {
+    this.targetsCache = undefined;
+    this.netnsNames = undefined;
+  }
   private targetsOf(scope: ObserveScope): { targets: NsTarget[]; key: string } {
     const attached = JSON.stringify(scope.attached);
     const hit = this.dirWatch && this.targetsCache?.attached === attached ? this.targetsCache : undefined;
@@ -204,8 +215,7 @@ export class LiveObserver {
   invalidate(): void {
     this.generation++;
     this.dirChanged = undefined;
-    this.targetsCache = undefined;
-    this.netnsNames = undefined;
+    this.netnsUnknown();
     this.hostStale = true;
     this.allNsStale = true;
     this.nftStale = true;
@@ -261,8 +271,7 @@ export class LiveObserver {
       this.dirWatch = fsWatch(NETNS_DIR, (_event, name) => {
         if (!name) {
           // An event without a name: anything may have changed.
-          this.targetsCache = undefined;
-          this.netnsNames = undefined;
+          this.netnsUnknown();
           this.dirChanged = undefined;
           this.generation++;
           return;
@@ -270,11 +279,9 @@ export class LiveObserver {
         // Only the instance's own names are ever listed or stat'ed (nsTargets).
         if (!name.startsWith(prefix)) return;
         const path = `${NETNS_DIR}/${name}`;
-        this.targetsCache = undefined;
         this.dirChanged?.add(path);
         const ino = nsInode(path);
-        if (ino === undefined) this.netnsNames?.delete(name);
-        else this.netnsNames?.add(name);
+        this.netnsSeen(name, ino !== undefined);
         const held = this.watches.get(path);
         // What is held changes only when a namespace held is gone or replaced, or one
         // not held appears (events of a namespace tether made and read already are not).
@@ -671,11 +678,7 @@ export class LiveObserver {
       if (a.op === 'file.write' || a.op === 'file.delete') this.staleFiles.add(a.path);
       if (a.op.startsWith('nft.table.')) this.nftStale = true;
       // The directory's own event for a namespace made or deleted may come later.
-      if (a.op === 'netns.create' || a.op === 'netns.delete') {
-        this.targetsCache = undefined;
-        if (a.op === 'netns.create') this.netnsNames?.add(a.name);
-        else this.netnsNames?.delete(a.name);
-      }
+      if (a.op === 'netns.create' || a.op === 'netns.delete') this.netnsSeen(a.name, a.op === 'netns.create');
     }
     if (this.nft) this.nft = withElementChanges(this.nft, plan.actions);
     await this.barrier();
