@@ -1,5 +1,6 @@
 /** Run a program without a shell; capture output; classify failures. */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { KernelError } from '../model/errors.js';
 
 export interface ExecResult {
@@ -62,27 +63,22 @@ const SPAWNER = `
 process.title = 'tether-spawner';
 const { spawn } = require('node:child_process');
 const send = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
-let buf = '';
-process.stdin.setEncoding('utf8');
-process.stdin.on('end', () => process.exit(0));
-process.stdin.on('data', (chunk) => {
-  buf += chunk;
-  for (let nl = buf.indexOf('\\n'); nl >= 0; nl = buf.indexOf('\\n')) {
-    const { id, cmd, args, input } = JSON.parse(buf.slice(0, nl));
-    buf = buf.slice(nl + 1);
-    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    if (p.pid !== undefined) send({ id, pid: p.pid });
-    const out = [];
-    const err = [];
-    p.stdout.on('data', (b) => out.push(b));
-    p.stderr.on('data', (b) => err.push(b));
-    p.on('error', (e) => send({ id, error: e.message }));
-    p.on('close', (code) =>
-      send({ id, code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-    p.stdin.on('error', () => {});
-    p.stdin.end(input ?? '');
-  }
+const lines = require('node:readline').createInterface({ input: process.stdin });
+lines.on('close', () => process.exit(0));
+lines.on('line', (line) => {
+  const { id, cmd, args, input } = JSON.parse(line);
+  const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  if (p.pid !== undefined) send({ id, pid: p.pid });
+  const out = [];
+  const err = [];
+  p.stdout.on('data', (b) => out.push(b));
+  p.stderr.on('data', (b) => err.push(b));
+  p.on('error', (e) => send({ id, error: e.message }));
+  p.on('close', (code) =>
+    send({ id, code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+  );
+  p.stdin.on('error', () => {});
+  p.stdin.end(input ?? '');
 });
 `;
 
@@ -97,12 +93,10 @@ class Spawner {
   private readonly child: ChildProcess;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
-  private buf = '';
 
   constructor(private readonly onExit: () => void) {
     this.child = spawn(process.execPath, ['-e', SPAWNER], { stdio: ['pipe', 'pipe', 'inherit'] });
-    this.child.stdout!.setEncoding('utf8');
-    this.child.stdout!.on('data', (chunk: string) => this.receive(chunk));
+    createInterface({ input: this.child.stdout! }).on('line', (line) => this.receive(line));
     this.child.stdin!.on('error', () => {});
     this.child.on('error', () => this.gone('could not start the spawner'));
     this.child.on('exit', (code, signal) => this.gone(`the spawner exited (${signal ?? `code ${code}`})`));
@@ -120,23 +114,15 @@ class Spawner {
     this.child.stdin!.end();
   }
 
-  private receive(chunk: string): void {
-    this.buf += chunk;
-    for (let nl = this.buf.indexOf('\n'); nl >= 0; nl = this.buf.indexOf('\n')) {
-      const m = JSON.parse(this.buf.slice(0, nl)) as {
-        id: number;
-        pid?: number;
-        error?: string;
-      } & ExecResult;
-      this.buf = this.buf.slice(nl + 1);
-      const p = this.pending.get(m.id);
-      if (!p) continue;
-      if (m.pid !== undefined) p.onSpawn?.(m.pid);
-      else {
-        this.pending.delete(m.id);
-        if (m.error !== undefined) p.reject(new KernelError(p.what, m.error));
-        else p.resolve({ code: m.code, stdout: m.stdout, stderr: m.stderr });
-      }
+  private receive(line: string): void {
+    const m = JSON.parse(line) as { id: number; pid?: number; error?: string } & ExecResult;
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    if (m.pid !== undefined) p.onSpawn?.(m.pid);
+    else {
+      this.pending.delete(m.id);
+      if (m.error !== undefined) p.reject(new KernelError(p.what, m.error));
+      else p.resolve({ code: m.code, stdout: m.stdout, stderr: m.stderr });
     }
   }
 
