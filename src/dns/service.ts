@@ -15,7 +15,7 @@
  * command line is tether's dns-serve of this instance, is ever signalled.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { KernelError } from '../model/errors.js';
 import { sha256hex, shortHash } from '../model/names.js';
@@ -53,11 +53,27 @@ export function resolverPid(instance: string): number | undefined {
 /** What observe sees: the configuration on disk (canonical JSON) and whether it is served. */
 export function observeResolver(instance: string): { config: string; running: boolean } | undefined {
   const f = files(instance);
-  const config = read(f.config);
+  const config = readConfig(f.config);
   const pid = resolverPid(instance);
   if (config === undefined && !pid) return undefined;
   const running = !!pid && read(f.loaded)?.trim() === configHash(config ?? '');
   return { config: config ?? '', running };
+}
+
+/**
+ * The configuration's text, read again only when the file is another one or changed (its
+ * inode, size or modification time): every observation looks at it, and at 1000
+ * containers it is tens of kB that are replaced (renamed over) only when it changes.
+ */
+let lastConfig: { path: string; stamp: string; text: string } | undefined;
+function readConfig(path: string): string | undefined {
+  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  if (!st) return undefined;
+  const stamp = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  if (lastConfig?.path === path && lastConfig.stamp === stamp) return lastConfig.text;
+  const text = read(path);
+  lastConfig = text === undefined ? undefined : { path, stamp, text };
+  return text;
 }
 
 /**

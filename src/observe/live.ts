@@ -38,18 +38,25 @@ import {
 import { NETNS_DIR, type NsView } from '../kernel/netns.js';
 import { nftListTable, nftWriterPids } from '../kernel/nft.js';
 import { cString, eachAttr, parseAddr, parseLink, parseRoute, type RtMessage } from '../kernel/rtparse.js';
+import { patchRecord } from '../model/delta.js';
 import { sameData } from '../model/intern.js';
 import { netnsName, nftTableName, parseAlias } from '../model/names.js';
 import type { NftState } from '../model/state.js';
 import {
   assemble,
   directFactsChanged,
+  type HostPart,
+  hostPart,
   instanceNetns,
+  type LinkKind,
+  type NamespacesPart,
   type NsTarget,
+  namespacesPart,
   nsTargets,
   type Observation,
   type ObserveScope,
   ownFiles,
+  patchHostPart,
   readTarget,
 } from './observe.js';
 
@@ -115,6 +122,11 @@ function openFileLimit(): number {
     return 1024;
   }
 }
+
+/** An address the host part is shaped from (IPv6 link-scope ones come and go on their own). */
+const shapesAddr = (a: NlAddr) => !(a.family === 6 && a.scope === 253);
+/** A route the host part is shaped from: main-table IPv4 link-scope ones. */
+const shapesRoute = (r: NlRoute) => r.family === 4 && r.table === 254 && r.scope === 'LINK';
 
 /** The nsfs inode behind a namespace path: a namespace deleted and made again has a new one. */
 function nsInode(path: string): number | undefined {
@@ -329,6 +341,7 @@ export class LiveObserver {
         const held = this.links.get(l.index);
         if (held && sameData(held, l)) return false;
         this.links.set(l.index, l);
+        this.linkChanges.set(l.index, l);
         this.peerChanged(l);
         return true;
       }
@@ -336,9 +349,18 @@ export class LiveObserver {
         const l = parseLink(m.data);
         if (!l) return false;
         this.links.delete(l.index);
+        this.linkChanges.set(l.index, undefined);
         this.peerChanged(l);
-        for (const [k, a] of this.addrs) if (a.index === l.index) this.addrs.delete(k);
-        for (const [k, r] of this.routes) if (r.oif === l.index) this.routes.delete(k);
+        for (const [k, a] of this.addrs) {
+          if (a.index !== l.index) continue;
+          this.addrs.delete(k);
+          if (shapesAddr(a)) this.hostReshape = true;
+        }
+        for (const [k, r] of this.routes) {
+          if (r.oif !== l.index) continue;
+          this.routes.delete(k);
+          if (shapesRoute(r)) this.hostReshape = true;
+        }
         return true;
       }
       case RTM.NEWADDR:
@@ -347,7 +369,8 @@ export class LiveObserver {
         if (!a) return false;
         if (m.type === RTM.NEWADDR) this.addrs.set(addrKey(a), a);
         else this.addrs.delete(addrKey(a));
-        return !(a.family === 6 && a.scope === 253);
+        if (shapesAddr(a)) this.hostReshape = true;
+        return shapesAddr(a);
       }
       case RTM.NEWROUTE:
       case RTM.DELROUTE: {
@@ -355,7 +378,8 @@ export class LiveObserver {
         if (!r) return false;
         if (m.type === RTM.NEWROUTE) this.routes.set(routeKey(r), r);
         else this.routes.delete(routeKey(r));
-        return r.family === 4 && r.table === 254 && r.scope === 'LINK';
+        if (shapesRoute(r)) this.hostReshape = true;
+        return shapesRoute(r);
       }
     }
     return false;
@@ -432,6 +456,7 @@ export class LiveObserver {
       for (const m of this.replay) this.applyHost(m);
       this.hostStale = false;
       this.generation++;
+      this.hostReshape = true;
       this.stats.fullHost++;
     } finally {
       this.replay = undefined;
@@ -500,6 +525,7 @@ export class LiveObserver {
     for (const p of [...this.views.keys()]) {
       if (!wanted.has(p)) {
         this.generation++;
+        this.viewsVersion++;
         this.views.delete(p);
         this.unwatch(p);
       }
@@ -547,7 +573,10 @@ export class LiveObserver {
       }
     });
     toRead.forEach((t, i) => this.views.set(t.path, views[i]));
-    if (toRead.length) this.generation++;
+    if (toRead.length) {
+      this.generation++;
+      this.viewsVersion++;
+    }
     this.stats.nsReads += toRead.length;
   }
 
@@ -563,15 +592,16 @@ export class LiveObserver {
       this.staleFiles.clear();
     }
     if (this.staleFiles.size) {
-      const next = { ...this.files };
+      const changes = new Map<string, string | undefined>();
       for (const p of this.staleFiles) {
         try {
-          next[p] = readFileSync(p, 'utf8');
+          changes.set(p, readFileSync(p, 'utf8'));
         } catch {
-          delete next[p];
+          changes.set(p, undefined);
         }
       }
-      this.files = next;
+      // A patched copy that knows its changed paths (model/delta.ts).
+      this.files = patchRecord(this.files, changes);
     }
     this.staleFiles.clear();
   }
@@ -595,15 +625,58 @@ export class LiveObserver {
   /** Told of each difference a full read finds between memory and the kernel. */
   onMismatch: ((detail: string) => void) | undefined;
 
+  /**
+   * The host and namespaces parts of the last shape, with the versions of what they were
+   * shaped from: after an edit of one container the host part is shaped again only when a
+   * host notification changed something, the namespaces part only when a view did.
+   */
+  private hostShaped: HostPart | undefined;
+  /** What each host link was when the host part was shaped (index → kind, name). */
+  private linkKinds = new Map<number, LinkKind>();
+  /** Host links changed since the host part was shaped (undefined: deleted). */
+  private readonly linkChanges = new Map<number, NlLink | undefined>();
+  /** Addresses or routes the host part is shaped from changed, or all was read again. */
+  private hostReshape = true;
+  private nsShaped: { version: number; targets: readonly NsTarget[]; part: NamespacesPart } | undefined;
+  /** Bumped by every change to the namespace views held. */
+  private viewsVersion = 0;
+
+  /** The host part: kept, patched for the links that changed, or shaped afresh. */
+  private hostShape(): HostPart {
+    const had = this.hostShaped;
+    if (had && !this.hostReshape && this.linkChanges.size === 0) return had;
+    const patched =
+      had && !this.hostReshape
+        ? patchHostPart(this.instance, had, this.linkChanges, this.linkKinds, (i) => this.links.get(i))
+        : undefined;
+    this.linkChanges.clear();
+    if (patched) return (this.hostShaped = patched);
+    this.hostReshape = false;
+    this.linkKinds = new Map();
+    const links = this.links.values();
+    this.hostShaped = hostPart(
+      this.instance,
+      links,
+      this.addrs.values(),
+      this.routes.values(),
+      this.linkKinds,
+    );
+    return this.hostShaped;
+  }
+
   private shape(targets: readonly NsTarget[]): Observation {
-    return assemble(this.instance, {
-      links: [...this.links.values()],
-      addrs: [...this.addrs.values()],
-      routes: [...this.routes.values()],
-      nft: this.nft!,
-      namespaces: targets.map((target) => ({ target, view: this.views.get(target.path) })),
-      files: this.files ?? {},
-    });
+    const host = this.hostShape();
+    const had = this.nsShaped;
+    let namespaces = had?.version === this.viewsVersion && had.targets === targets ? had.part : undefined;
+    if (!namespaces) {
+      namespaces = namespacesPart(
+        this.instance,
+        targets.map((target) => ({ target, view: this.views.get(target.path) })),
+      );
+      this.nsShaped = { version: this.viewsVersion, targets, part: namespaces };
+    }
+    const raw = { links: [], addrs: [], routes: [], namespaces: [], nft: this.nft!, files: this.files ?? {} };
+    return assemble(this.instance, raw, { host, namespaces });
   }
 
   async observe(scope: ObserveScope): Promise<Observation> {
@@ -656,6 +729,7 @@ export class LiveObserver {
       const p = nsPathOf(a)!;
       this.unwatch(p);
       this.views.delete(p);
+      this.viewsVersion++;
     }
   }
 

@@ -23,6 +23,7 @@ import type { HostNetlink, NlAddr, NlLink, NlRoute } from '../kernel/netlink.js'
 import { listNetns, NETNS_DIR, type NsView, readNs } from '../kernel/netns.js';
 import { nftListTable } from '../kernel/nft.js';
 import { readSysctl } from '../kernel/sysctl.js';
+import { patchRecord } from '../model/delta.js';
 import { ObjectMemo, sameData } from '../model/intern.js';
 import { maskedCidr } from '../model/ip.js';
 import { nftTableName, parseAlias } from '../model/names.js';
@@ -177,18 +178,157 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
   });
 }
 
+/** The host namespace's part of an observation: what its links, addresses and routes say. */
+export interface HostPart {
+  readonly bridges: Readonly<Record<string, BridgeState>>;
+  readonly veths: Readonly<Record<string, VethState>>;
+  /** Host links that are not tether's, sorted. */
+  readonly foreignLinks: readonly string[];
+  /** Subnets the host's own links and link routes use (IPAM stays clear of them). */
+  readonly reserved4: ReadonlySet<string>;
+  readonly reserved6: ReadonlySet<string>;
+}
+
+/** The namespaces' part of an observation. */
+export interface NamespacesPart {
+  readonly namespaces: Readonly<Record<string, NamespaceState>>;
+  /** Named namespaces of the instance's prefix that are not tether's, sorted. */
+  readonly foreign: readonly string[];
+  readonly nsLinks: Readonly<Record<string, readonly string[]>>;
+}
+
 /**
  * Shape what was read into the observation: ownership by alias, IPAM's reserved subnets,
  * foreign names. Also reads the few cheap facts no event reports (sysctls, resolv.conf,
- * the resolver's state). Pure but for those reads.
+ * the resolver's state). Pure but for those reads. The daemon shapes the host and the
+ * namespaces parts only when what they come from changed, and passes them in.
  */
-export function assemble(instance: string, raw: RawObservation): Observation {
-  const { links, addrs, routes } = raw;
-  const byIndex = new Map(links.map((l) => [l.index, l]));
+export function assemble(
+  instance: string,
+  raw: RawObservation,
+  parts: { host?: HostPart; namespaces?: NamespacesPart } = {},
+): Observation {
+  const host = parts.host ?? hostPart(instance, raw.links, raw.addrs, raw.routes);
+  const ns = parts.namespaces ?? namespacesPart(instance, raw.namespaces);
+  const facts = readDirectFacts(instance, Object.keys(host.bridges));
+  return {
+    state: {
+      bridges: host.bridges,
+      veths: host.veths,
+      namespaces: ns.namespaces,
+      sysctls: facts.sysctls,
+      nft: raw.nft,
+      files: raw.files,
+      resolver: facts.resolver,
+    },
+    resolvConf: facts.resolvConf,
+    host: hostFacts(host, facts),
+    foreign: { hostLinks: host.foreignLinks, netns: ns.foreign, nsLinks: ns.nsLinks },
+  };
+}
+
+/** IPAM's host facts; the same object while its inputs are the same (IPAM memoises on it). */
+let lastFacts: { part: HostPart; facts: DirectFacts; out: HostFacts } | undefined;
+function hostFacts(part: HostPart, facts: DirectFacts): HostFacts {
+  const last = lastFacts;
+  if (
+    last?.part === part &&
+    last.facts.resolvConf === facts.resolvConf &&
+    last.facts.ulaSeed === facts.ulaSeed &&
+    sameData(last.facts.ephemeralPorts, facts.ephemeralPorts)
+  )
+    return last.out;
+  const reserved4 = new Set(part.reserved4);
+  const reserved6 = new Set(part.reserved6);
+  for (const ns of nameservers(facts.resolvConf)) {
+    if (ns.includes(':')) reserved6.add(`${ns}/128`);
+    else reserved4.add(`${ns}/32`);
+  }
+  const out: HostFacts = {
+    reserved4: [...reserved4].sort(),
+    reserved6: [...reserved6].sort(),
+    ulaSeed: facts.ulaSeed,
+    ephemeralPorts: facts.ephemeralPorts,
+  };
+  lastFacts = { part, facts, out };
+  return out;
+}
+
+/** What a host link is to this instance, by its alias and kind. */
+export interface LinkKind {
+  readonly kind: 'bridge' | 'veth' | 'foreign';
+  readonly name: string;
+}
+
+function linkKind(instance: string, l: NlLink): LinkKind & { alias?: ReturnType<typeof parseAlias> } {
+  const a = parseAlias(instance, l.alias);
+  if (a?.kind === 'net' && l.kind === 'bridge') return { kind: 'bridge', name: l.name, alias: a };
+  if (a?.kind === 'ep' && l.kind === 'veth') return { kind: 'veth', name: l.name, alias: a };
+  return { kind: 'foreign', name: l.name };
+}
+
+/**
+ * The host part after some links changed (undefined: deleted) and nothing else did, made
+ * from `part` by patching its veths and foreign names; `kinds` (index → what each link
+ * was, as hostPart filled it) is brought up to date. Undefined, with `kinds` untouched,
+ * when a change reaches further: a bridge (its veths' master names, its addresses), a
+ * link becoming or ceasing to be tether's (its addresses and routes count as reserved or
+ * not), a foreign link coming, going or renamed (it may be a veth's master).
+ */
+export function patchHostPart(
+  instance: string,
+  part: HostPart,
+  changes: ReadonlyMap<number, NlLink | undefined>,
+  kinds: Map<number, LinkKind>,
+  linkAt: (index: number) => NlLink | undefined,
+): HostPart | undefined {
+  const next = new Map<number, ReturnType<typeof linkKind> | undefined>();
+  for (const [index, l] of changes) {
+    const was = kinds.get(index);
+    const now = l && linkKind(instance, l);
+    if (was?.kind === 'bridge' || now?.kind === 'bridge') return undefined;
+    if (was && now && (was.kind === 'foreign') !== (now.kind === 'foreign')) return undefined;
+    // A foreign link may be a veth's master (a foreign bridge): its name is in that veth's state.
+    if ((was?.kind === 'foreign' || now?.kind === 'foreign') && was?.name !== now?.name) return undefined;
+    next.set(index, now);
+  }
+  const veths = new Map<string, VethState | undefined>();
+  const foreignGone = new Set<string>();
+  const foreignNew: string[] = [];
+  for (const [index, now] of next) {
+    const was = kinds.get(index);
+    if (was?.kind === 'veth') veths.set(was.name, undefined);
+    else if (was?.kind === 'foreign') foreignGone.add(was.name);
+    if (now?.kind === 'veth' && now.alias?.kind === 'ep') {
+      const l = changes.get(index)!;
+      const master = l.master ? linkAt(l.master)?.name : undefined;
+      veths.set(now.name, vethStateOf(l, now.alias, master));
+    } else if (now?.kind === 'foreign') foreignNew.push(now.name);
+    if (now) kinds.set(index, { kind: now.kind, name: now.name });
+    else kinds.delete(index);
+  }
+  let foreignLinks = part.foreignLinks;
+  if (foreignGone.size || foreignNew.length) {
+    const kept = foreignLinks.filter((n) => !foreignGone.has(n));
+    foreignLinks = [...kept, ...foreignNew].sort();
+  }
+  return { ...part, veths: patchRecord(part.veths, veths), foreignLinks };
+}
+
+export function hostPart(
+  instance: string,
+  links: Iterable<NlLink>,
+  addrs: Iterable<NlAddr>,
+  routes: Iterable<NlRoute>,
+  /** Filled with what each link is (index → kind and name), for patchHostPart. */
+  kinds?: Map<number, LinkKind>,
+): HostPart {
+  const byIndex = new Map<number, NlLink>();
+  for (const l of links) byIndex.set(l.index, l);
   const owned = new Set<number>();
   const bridges: Record<string, BridgeState> = {};
   const veths: Record<string, VethState> = {};
-  const foreignHost: string[] = [];
+  const foreignLinks: string[] = [];
   const addrsOf = new Map<number, string[]>();
   for (const x of addrs) {
     if (isLinkLocal(x.cidr)) continue;
@@ -196,17 +336,18 @@ export function assemble(instance: string, raw: RawObservation): Observation {
     if (list) list.push(x.cidr);
     else addrsOf.set(x.index, [x.cidr]);
   }
-  for (const l of links) {
-    const a = parseAlias(instance, l.alias);
-    if (a?.kind === 'net' && l.kind === 'bridge') {
+  for (const l of byIndex.values()) {
+    const { kind, alias: a } = linkKind(instance, l);
+    kinds?.set(l.index, { kind, name: l.name });
+    if (kind === 'bridge' && a?.kind === 'net') {
       owned.add(l.index);
       const mine = [...(addrsOf.get(l.index) ?? [])];
       bridges[l.name] = { name: l.name, network: a.network, mtu: l.mtu, addrs: mine.sort(), up: l.up };
-    } else if (a?.kind === 'ep' && l.kind === 'veth') {
+    } else if (kind === 'veth' && a?.kind === 'ep') {
       owned.add(l.index);
       veths[l.name] = vethStateOf(l, a, l.master ? byIndex.get(l.master)?.name : undefined);
     } else {
-      foreignHost.push(l.name);
+      foreignLinks.push(l.name);
     }
   }
 
@@ -222,46 +363,27 @@ export function assemble(instance: string, raw: RawObservation): Observation {
     if (byIndex.get(a.index)?.name === 'lo') continue;
     (a.family === 4 ? reserved4 : reserved6).add(maskedCidr(a.cidr));
   }
-  const facts = readDirectFacts(instance, Object.keys(bridges));
-  const resolvConf = facts.resolvConf;
-  for (const ns of nameservers(resolvConf)) {
-    if (ns.includes(':')) reserved6.add(`${ns}/128`);
-    else reserved4.add(`${ns}/32`);
-  }
+  return { bridges, veths, foreignLinks: foreignLinks.sort(), reserved4, reserved6 };
+}
 
+export function namespacesPart(
+  instance: string,
+  views: Iterable<{ readonly target: NsTarget; readonly view: NsView | undefined }>,
+): NamespacesPart {
   const namespaces: Record<string, NamespaceState> = {};
-  const foreignNetns: string[] = [];
+  const foreign: string[] = [];
   const nsLinks: Record<string, string[]> = {};
-  for (const { target: t, view: v } of raw.namespaces) {
+  for (const { target: t, view: v } of views) {
     if (!v) continue;
     const ns = nsStateOf(instance, t, v);
     if (!ns) {
-      foreignNetns.push(t.name!);
+      foreign.push(t.name!);
       continue;
     }
     namespaces[ns.state.container] = ns.state;
     nsLinks[ns.state.container] = ns.foreign;
   }
-
-  return {
-    state: {
-      bridges,
-      veths,
-      namespaces,
-      sysctls: facts.sysctls,
-      nft: raw.nft,
-      files: raw.files,
-      resolver: facts.resolver,
-    },
-    resolvConf,
-    host: {
-      reserved4: [...reserved4].sort(),
-      reserved6: [...reserved6].sort(),
-      ulaSeed: facts.ulaSeed,
-      ephemeralPorts: facts.ephemeralPorts,
-    },
-    foreign: { hostLinks: foreignHost.sort(), netns: foreignNetns.sort(), nsLinks },
-  };
+  return { namespaces, foreign: foreign.sort(), nsLinks };
 }
 
 /** The managed sysctls: forwarding, and route_localnet of each owned bridge. */

@@ -1,0 +1,111 @@
+/**
+ * The live observer patches the host part of its observation for the links a notification
+ * changed (observe.ts patchHostPart). Through random link changes, every patched part must
+ * equal the part shaped afresh from the same links, or the patch must decline.
+ */
+import { describe, expect, it } from 'vitest';
+import type { NlAddr, NlLink, NlRoute } from '../../src/kernel/netlink.js';
+import { keysChanged } from '../../src/model/delta.js';
+import { epAlias, netAlias } from '../../src/model/names.js';
+import { type HostPart, hostPart, type LinkKind, patchHostPart } from '../../src/observe/observe.js';
+
+const I = 'tp';
+
+/** A small deterministic generator (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomLink(r: () => number, index: number, bridges: readonly number[]): NlLink {
+  const pick = r();
+  const name = `l${index}-${Math.floor(r() * 3)}`;
+  if (pick < 0.15)
+    return { index, name: `br${index}`, kind: 'bridge', alias: netAlias(I, `n${index}`), up: r() < 0.9 };
+  if (pick < 0.25) return { index, name: `fbr${index}-${Math.floor(r() * 3)}`, kind: 'bridge', up: true };
+  if (pick < 0.7) {
+    const master = bridges.length && r() < 0.8 ? bridges[Math.floor(r() * bridges.length)] : undefined;
+    const c = `c${Math.floor(r() * 20)}`;
+    return {
+      index,
+      name,
+      kind: 'veth',
+      alias: epAlias(I, c, 'n1'),
+      master,
+      mtu: r() < 0.5 ? 1500 : 9000,
+      up: r() < 0.8,
+    };
+  }
+  if (pick < 0.8) return { index, name, kind: 'veth', alias: epAlias('other', 'c', 'n1'), up: true };
+  return { index, name, kind: r() < 0.5 ? 'dummy' : undefined, up: true };
+}
+
+describe('patchHostPart', () => {
+  it('equals a fresh hostPart after every change it accepts, over 5000 random steps', () => {
+    const r = rng(7);
+    const links = new Map<number, NlLink>();
+    const addrs: NlAddr[] = [{ index: 1, family: 4, cidr: '198.51.100.2/24', scope: 0 }];
+    const routes: NlRoute[] = [];
+    links.set(1, { index: 1, name: 'eth0', up: true });
+    for (let i = 2; i < 30; i++) links.set(i, randomLink(r, i, []));
+    let kinds = new Map<number, LinkKind>();
+    let part: HostPart = hostPart(I, links.values(), addrs, routes, kinds);
+    let patchedSteps = 0;
+    for (let step = 0; step < 5000; step++) {
+      const changes = new Map<number, NlLink | undefined>();
+      for (let k = 1 + Math.floor(r() * 3); k > 0; k--) {
+        const index = 2 + Math.floor(r() * 40);
+        const bridges = [...links.values()].filter((l) => l.kind === 'bridge').map((l) => l.index);
+        const l = r() < 0.3 ? undefined : randomLink(r, index, bridges);
+        if (l) links.set(index, l);
+        else links.delete(index);
+        changes.set(index, l);
+        // As the kernel does: a bridge that goes (or is replaced) releases its ports, and
+        // says so in a notification for each.
+        if (l?.kind === 'bridge') continue;
+        for (const port of links.values()) {
+          if (port.master !== index) continue;
+          const freed = { ...port, master: undefined };
+          links.set(port.index, freed);
+          changes.set(port.index, freed);
+        }
+      }
+      const fresh = hostPart(I, links.values(), addrs, routes);
+      const patched = patchHostPart(I, part, changes, kinds, (i) => links.get(i));
+      if (patched) {
+        patchedSteps++;
+        expect(patched).toEqual(fresh);
+        // The veths record knows which of its keys changed.
+        const changed = keysChanged(part.veths, patched.veths);
+        expect(changed).toBeDefined();
+        for (const name of new Set([...Object.keys(part.veths), ...Object.keys(patched.veths)]))
+          if (part.veths[name] !== patched.veths[name]) expect(changed!.has(name)).toBe(true);
+        part = patched;
+      } else {
+        kinds = new Map();
+        part = hostPart(I, links.values(), addrs, routes, kinds);
+      }
+    }
+    // Most steps touch veths and foreign links only: the patch must take them.
+    expect(patchedSteps).toBeGreaterThan(1000);
+  });
+
+  it('declines a change to a bridge and leaves what it knows untouched', () => {
+    const links = new Map<number, NlLink>([
+      [2, { index: 2, name: 'br2', kind: 'bridge', alias: netAlias(I, 'n'), up: true }],
+      [3, { index: 3, name: 've3', kind: 'veth', alias: epAlias(I, 'c', 'n'), master: 2, up: true }],
+    ]);
+    const kinds = new Map<number, LinkKind>();
+    const part = hostPart(I, links.values(), [], [], kinds);
+    const before = new Map(kinds);
+    const renamed: NlLink = { ...links.get(2)!, name: 'br2b' };
+    links.set(2, renamed);
+    expect(patchHostPart(I, part, new Map([[2, renamed]]), kinds, (i) => links.get(i))).toBeUndefined();
+    expect(kinds).toEqual(before);
+  });
+});
