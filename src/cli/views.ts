@@ -92,11 +92,20 @@ export function containerRecords(r: Resolved, actual: KernelState): ContainerRec
   return Object.values(r.containers).map((c) => {
     const nets = c.endpoints.map((e) => r.networks[e.network]!);
     const ns = actual.namespaces[c.name];
-    return records.of(c, [ns, ...nets], () => freezeData(containerRecord(c, nets, ns)));
+    return records.of(c, [ns, ...nets], () => containerRecord(c, nets, ns));
   });
 }
 
-function containerRecord(
+/** A container's record (frozen): its view and its entries in its networks' views. */
+export function containerRecord(
+  c: ResolvedContainer,
+  nets: readonly ResolvedNetwork[],
+  ns: NamespaceState | undefined,
+): ContainerRecord {
+  return freezeData(makeRecord(c, nets, ns));
+}
+
+function makeRecord(
   c: ResolvedContainer,
   nets: readonly ResolvedNetwork[],
   ns: NamespaceState | undefined,

@@ -8,7 +8,7 @@
  */
 import { catchError, EMPTY, merge, type Observable, of, tap } from 'rxjs';
 import { applyPlan, openEngine } from '../engine.js';
-import { type LastApply, recordApply } from '../state/record.js';
+import { type RecordFile, recordApply } from '../state/record.js';
 import { withLock } from '../state/store.js';
 import { formatDuration } from './duration.js';
 import { DaemonCode, type EventSink, streamSink } from './events.js';
@@ -118,7 +118,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
         `a full read found the kernel differing from the daemon's memory (a notification was lost or misread; repaired now): ${detail}`,
       );
     let reloadSent = false;
-    let lastRecord: LastApply | undefined;
+    let lastRecord: RecordFile | undefined;
     const reconciler = new Reconciler({
       source,
       store,

@@ -14,7 +14,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   type ContainerRecord,
-  containerRecords,
+  containerRecord,
   membersByNetwork,
   type NetworkView,
   networkViews,
@@ -22,7 +22,9 @@ import {
 } from '../cli/views.js';
 import type { ApplyOutcome, Engine } from '../engine.js';
 import { jsonFile } from '../model/json.js';
+import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import type { Spec } from '../model/spec.js';
+import type { NamespaceState } from '../model/state.js';
 import { readJson, stateDir, syncPartFiles, writeText } from './store.js';
 
 export interface LastApply {
@@ -38,7 +40,7 @@ export interface LastApply {
 }
 
 /** last-apply.json: the networks' views without their members (each container file has them). */
-interface RecordFile extends Omit<LastApply, 'view'> {
+export interface RecordFile extends Omit<LastApply, 'view'> {
   networks: NetworkView[];
 }
 
@@ -71,7 +73,38 @@ export function clearLastApply(instance: string): void {
   rmSync(containersDir(instance), { recursive: true, force: true });
 }
 
-/** Record an apply; the view is built from a fresh observation (MACs the kernel chose). */
+/**
+ * Per container name: what its record was last made from (compared by identity), and the
+ * record's file text and hash. The daemon records after every edit: at 1000 containers an
+ * unchanged container costs these few comparisons, and no record or text is made again.
+ */
+interface Made {
+  readonly c: ResolvedContainer;
+  readonly ns: NamespaceState | undefined;
+  readonly nets: readonly ResolvedNetwork[];
+  readonly file: { readonly text: string; readonly hash: string };
+}
+const made = new Map<string, Made>();
+
+function containerText(r: Resolved, c: ResolvedContainer, ns: NamespaceState | undefined): Made['file'] {
+  const m = made.get(c.name);
+  if (m && m.c === c && m.ns === ns && m.nets.length === c.endpoints.length) {
+    let same = true;
+    for (let i = 0; same && i < m.nets.length; i++) same = m.nets[i] === r.networks[c.endpoints[i]!.network];
+    if (same) return m.file;
+  }
+  const nets = c.endpoints.map((e) => r.networks[e.network]!);
+  const rec = containerRecord(c, nets, ns);
+  const file = jsonFile(rec, () => rec);
+  made.set(c.name, { c, ns, nets, file });
+  return file;
+}
+
+/**
+ * Record an apply: each container's file (MACs from the observation made after it) and
+ * last-apply.json. Returns what was written to last-apply.json, which the daemon passes to
+ * the next call as `previous`.
+ */
 export async function recordApply(
   engine: Engine,
   spec: Spec,
@@ -79,32 +112,30 @@ export async function recordApply(
   source: { path: string; commit?: string },
   durationMs: number,
   /** The record written last, when the caller kept it (the daemon): saves reading it back. */
-  previous?: LastApply,
-): Promise<LastApply> {
+  previous?: RecordFile,
+): Promise<RecordFile> {
   const instance = engine.instance;
   const after = outcome.after;
+  const resolved = after.resolved!;
+  const namespaces = after.observation.state.namespaces;
   const now = new Date().toISOString();
   const before = previous ?? readJson<RecordFile>(lastApplyFile(instance));
-  const recs = containerRecords(after.resolved!, after.observation.state);
-  const networks = networkViews(after.resolved!, recs, now);
+  // The file keeps the networks without their members (each container file has its entries).
+  const networks = networkViews(resolved, [], now);
   // A network keeps the creation time of the apply that first made it.
-  const created = new Map(
-    (before && 'networks' in before ? before.networks : (before?.view.networks ?? [])).map((n) => [
-      n.Id,
-      n.Created,
-    ]),
-  );
+  const created = new Map((before?.networks ?? []).map((n) => [n.Id, n.Created]));
   for (const n of networks) n.Created = created.get(n.Id) ?? n.Created;
 
   const index: Record<string, string> = {};
   const changed: Record<string, string> = {};
   const had = before?.index ?? {};
-  for (const rec of recs) {
-    const name = rec.view.Name.slice(1);
-    const { text, hash: sha } = jsonFile(rec, () => rec);
-    index[name] = sha;
-    if (had[name] !== sha) changed[name] = text;
+  for (const c of Object.values(resolved.containers)) {
+    const { text, hash } = containerText(resolved, c, namespaces[c.name]);
+    index[c.name] = hash;
+    if (had[c.name] !== hash) changed[c.name] = text;
   }
+  if (made.size > 2 * Object.keys(index).length + 64)
+    for (const name of [...made.keys()]) if (!Object.hasOwn(index, name)) made.delete(name);
   // The files of containers no longer in the index go: those the last record named, or
   // (no last record) whatever else the directory holds.
   syncPartFiles(
@@ -120,9 +151,8 @@ export async function recordApply(
     durationMs,
     converged: outcome.residual.actions.length === 0,
     index,
-    networks: networks.map((n) => ({ ...n, Containers: {} })),
+    networks,
   };
   writeText(lastApplyFile(instance), `${JSON.stringify(file)}\n`);
-  const { networks: _, ...rest } = file;
-  return { ...rest, view: { instance, networks, containers: recs.map((x) => x.view) } };
+  return file;
 }
