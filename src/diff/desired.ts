@@ -1,15 +1,29 @@
 /** The desired KernelState, derived from the resolved world. Pure. */
 
-import { dnsWorld, resolverState } from '../dns/config.js';
-import { desiredSets } from '../firewall/elements.js';
+import {
+  type DnsEndpoint,
+  type DnsSetting,
+  dnsPartOf,
+  dnsSetting,
+  dnsWorld,
+  loopbackProxies,
+  partFile,
+  patchedProxies,
+  proxiesOf,
+  resolverOf,
+  resolverState,
+} from '../dns/config.js';
+import type { ProxySpec } from '../dns/proxy.js';
+import { desiredSets, elementsOf, patchedSets } from '../firewall/elements.js';
 import { skeletonFingerprint } from '../firewall/rules.js';
-import { ObjectMemo } from '../model/intern.js';
+import { ObjectMemo, patchRecord, recordChanges } from '../model/intern.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import type {
   BridgeState,
   ContainerLinkState,
   KernelState,
   NamespaceState,
+  ResolverState,
   RouteState,
   VethState,
 } from '../model/state.js';
@@ -23,6 +37,26 @@ export function usedNetworks(r: Resolved): Set<string> {
 }
 
 export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
+  const setting = dnsSetting(r, hostResolvConf);
+  last = (last && patched(last, r, setting)) ?? full(r, hostResolvConf, setting);
+  return last.state;
+}
+
+/**
+ * What the last desiredState call was given and made. The next call, when only some
+ * containers changed, patches it: an edit costs its containers' work, not the world's.
+ */
+interface Last {
+  readonly r: Resolved;
+  readonly setting: DnsSetting;
+  readonly state: KernelState;
+  /** Per default network (whose bridge exists only while used): its endpoints. */
+  readonly defaultUsers: ReadonlyMap<string, number>;
+  readonly proxies: readonly ProxySpec[];
+}
+let last: Last | undefined;
+
+function full(r: Resolved, hostResolvConf: string, setting: DnsSetting): Last {
   const used = usedNetworks(r);
   const bridges: Record<string, BridgeState> = {};
   const bridgeOf: Record<string, string> = {};
@@ -54,7 +88,7 @@ export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
     if (b.addrs.some((a) => !a.includes(':'))) sysctls[`net.ipv4.conf.${b.name}.route_localnet`] = '1';
   const any = Object.keys(bridges).length > 0;
   const dns = dnsWorld(r, hostResolvConf);
-  return {
+  const state: KernelState = {
     bridges,
     veths,
     namespaces,
@@ -65,6 +99,112 @@ export function desiredState(r: Resolved, hostResolvConf = ''): KernelState {
       ? { skeleton: skeletonFingerprint(), sets: desiredSets(r, new Set(Object.keys(bridges))) }
       : { sets: {} },
   };
+  return { r, setting, state, defaultUsers: defaultUsers(r), proxies: dns.proxies };
+}
+
+/**
+ * The last state with the containers that changed since the last world patched in, when
+ * nothing else changed (the networks and the DNS setting: the bridges, sysctls and the
+ * networks' elements are the same); undefined when it cannot be patched.
+ */
+function patched(prev: Last, r: Resolved, setting: DnsSetting): Last | undefined {
+  if (prev.r === r) return prev;
+  if (r.instance !== prev.r.instance || setting.key !== prev.setting.key) return undefined;
+  if (recordChanges(prev.r.networks, r.networks)?.length !== 0) return undefined;
+  const changed = recordChanges(prev.r.containers, r.containers);
+  if (!changed) return undefined;
+  const s = prev.state;
+  const namespaces = new Map<string, NamespaceState | undefined>();
+  const veths = new Map<string, VethState | undefined>();
+  const files = new Map<string, string | undefined>();
+  const dnsParts = new Map<string, readonly DnsEndpoint[] | undefined>();
+  const gone: (readonly [string, string])[] = [];
+  const added: (readonly [string, string])[] = [];
+  const users = new Map(prev.defaultUsers);
+  const proxies: [ProxySpec[], ProxySpec[]] = [[], []];
+  for (const name of changed) {
+    const c0 = Object.hasOwn(prev.r.containers, name) ? prev.r.containers[name] : undefined;
+    const c1 = Object.hasOwn(r.containers, name) ? r.containers[name] : undefined;
+    for (const [c, by] of [
+      [c0, -1],
+      [c1, 1],
+    ] as const) {
+      if (!c) continue;
+      for (const e of c.endpoints) if (users.has(e.network)) users.set(e.network, users.get(e.network)! + by);
+      const part = c.mode === 'host' ? undefined : containerStateOf(c, r.networks);
+      if (part) namespaces.set(name, by > 0 ? part.ns : undefined);
+      for (const v of part?.veths ?? []) veths.set(v.name, by > 0 ? v : undefined);
+      const dns = dnsPartOf(c, setting);
+      for (const [path, text] of dns.files) files.set(path, by > 0 ? text : undefined);
+      if (dns.endpoints.length) dnsParts.set(name, by > 0 ? dns.endpoints : undefined);
+      proxies[by > 0 ? 1 : 0].push(...proxiesOf(c));
+      (by > 0 ? added : gone).push(...elementsOf(c, r.networks));
+    }
+    if (!c1) namespaces.set(name, undefined);
+    if (!dnsParts.get(name)) dnsParts.set(name, undefined);
+    // A part new to an existing container would follow the others, not take its place.
+    if (c0 && dnsParts.get(name) && !Object.hasOwn(s.resolver?.parts ?? {}, name)) return undefined;
+  }
+  // A default network's bridge that comes or goes changes the bridges, sysctls and sets.
+  for (const [n, k] of users) if ((k === 0) !== (prev.defaultUsers.get(n) === 0)) return undefined;
+  let sets = s.nft.sets;
+  if (s.nft.skeleton) {
+    const patched = patchedSets(s.nft.sets, gone, added);
+    if (!patched) return undefined;
+    sets = patched;
+  }
+  const proxyList =
+    proxies[0].length || proxies[1].length
+      ? (patchedProxies(prev.proxies, ...proxies) ?? loopbackProxies(r))
+      : prev.proxies;
+  const resolver = patchedResolver(prev, s.resolver, dnsParts, proxyList);
+  if (resolver === null) return undefined;
+  const state: KernelState = {
+    bridges: s.bridges,
+    veths: patchRecord(s.veths, veths),
+    namespaces: patchRecord(s.namespaces, namespaces),
+    sysctls: s.sysctls,
+    files: patchRecord(s.files, files),
+    resolver,
+    nft: sets === s.nft.sets ? s.nft : { ...s.nft, sets },
+  };
+  return { r, setting, state, defaultUsers: users, proxies: proxyList };
+}
+
+/**
+ * The last resolver state with some containers' parts replaced and the proxies given; null
+ * when it cannot be patched (a resolver that comes or goes).
+ */
+function patchedResolver(
+  prev: Last,
+  was: ResolverState | undefined,
+  changes: ReadonlyMap<string, readonly DnsEndpoint[] | undefined>,
+  proxies: readonly ProxySpec[],
+): ResolverState | undefined | null {
+  const served = prev.setting.networks.length > 0;
+  if (!was) return served || proxies.length ? null : undefined;
+  if (!served && !proxies.length) return null;
+  const texts = new Map<string, string | undefined>();
+  const hashes = new Map<string, string | undefined>();
+  for (const [name, endpoints] of changes) {
+    const t = endpoints && partFile(endpoints);
+    texts.set(name, t?.text);
+    hashes.set(name, t?.hash);
+  }
+  const parts = patchRecord(was.parts ?? {}, texts);
+  const partHashes = patchRecord(was.partHashes ?? {}, hashes);
+  if (partHashes === was.partHashes && parts === was.parts && proxies === prev.proxies) return was;
+  const dns = served ? { networks: prev.setting.networks, upstreams: prev.setting.upstreams } : null;
+  return resolverOf(dns, parts, partHashes, proxies);
+}
+
+/** Per default network: how many endpoints are on it (its bridge exists while some are). */
+function defaultUsers(r: Resolved): Map<string, number> {
+  const users = new Map<string, number>();
+  for (const n of Object.values(r.networks)) if (n.spec.isDefault) users.set(n.name, 0);
+  for (const c of Object.values(r.containers))
+    for (const e of c.endpoints) if (users.has(e.network)) users.set(e.network, users.get(e.network)! + 1);
+  return users;
 }
 
 interface ContainerPart {

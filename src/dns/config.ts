@@ -8,8 +8,8 @@
  * The default bridge has no embedded DNS (Docker's legacy behaviour).
  */
 import { join } from 'node:path';
-import { freezeData, ObjectMemo } from '../model/intern.js';
-import { jsonFile } from '../model/json.js';
+import { freezeData, ObjectMemo, patchedKeys } from '../model/intern.js';
+import { compactJson, jsonFile } from '../model/json.js';
 import type { Resolved } from '../model/resolved.js';
 import type { ResolverState } from '../model/state.js';
 import { parseResolvConf, renderHosts, renderResolvConf } from './files.js';
@@ -30,6 +30,39 @@ export interface DnsWorld {
 }
 
 export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
+  const setting = dnsSetting(r, hostResolvConf);
+  const endpoints: DnsConfig['endpoints'] = [];
+  const files: Record<string, string> = {};
+  const named: [string, readonly DnsEndpoint[]][] = [];
+  for (const c of Object.values(r.containers)) {
+    const part = dnsPartOf(c, setting);
+    if (part.endpoints.length) {
+      for (const e of part.endpoints) endpoints.push(e);
+      named.push([c.name, part.endpoints]);
+    }
+    for (const [path, text] of part.files) files[path] = text;
+  }
+  const { networks, upstreams } = setting;
+  return {
+    config: networks.length ? { networks, endpoints, upstreams } : undefined,
+    parts: networks.length ? named : [],
+    proxies: loopbackProxies(r),
+    files,
+  };
+}
+
+/**
+ * What every container's DNS part is made from: the served networks, the upstreams, and
+ * the rest of the context, with `key`, which tells whether two settings make the same parts.
+ */
+export interface DnsSetting {
+  readonly networks: DnsConfig['networks'];
+  readonly upstreams: DnsConfig['upstreams'];
+  readonly ctx: DnsContext;
+  readonly key: string;
+}
+
+export function dnsSetting(r: Resolved, hostResolvConf: string): DnsSetting {
   const networks: DnsConfig['networks'] = [];
   for (const n of Object.values(r.networks)) {
     if (n.spec.isDefault) continue;
@@ -51,6 +84,9 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
     hostGateway: r.networks.bridge?.v4?.gateway,
     etc: netnsEtc(),
   };
+  const upstreams = r.spec.daemon.dns.length
+    ? [...r.spec.daemon.dns]
+    : parseResolvConf(hostResolvConf).nameservers;
   const key = JSON.stringify([
     networks,
     Object.values(r.networks).map((n) => [n.name, n.spec.internal]),
@@ -61,25 +97,12 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
     ctx.hostGateway,
     ctx.etc,
   ]);
-  const endpoints: DnsConfig['endpoints'] = [];
-  const files: Record<string, string> = {};
-  const named: [string, readonly DnsEndpoint[]][] = [];
-  for (const c of Object.values(r.containers)) {
-    const part = parts.of(c, [key], () => containerDns(c, ctx));
-    if (part.endpoints.length) {
-      for (const e of part.endpoints) endpoints.push(e);
-      named.push([c.name, part.endpoints]);
-    }
-    for (const [path, text] of part.files) files[path] = text;
-  }
-  const host = parseResolvConf(hostResolvConf);
-  const upstreams = r.spec.daemon.dns.length ? [...r.spec.daemon.dns] : host.nameservers;
-  return {
-    config: networks.length ? { networks, endpoints, upstreams } : undefined,
-    parts: networks.length ? named : [],
-    proxies: loopbackProxies(r),
-    files,
-  };
+  return { networks, upstreams, ctx, key };
+}
+
+/** A container's names for the resolver and its files, in a setting (remembered). */
+export function dnsPartOf(c: ResolvedContainer, setting: DnsSetting): DnsPart {
+  return parts.of(c, [setting.key], () => containerDns(c, setting.ctx));
 }
 
 /**
@@ -103,27 +126,56 @@ export function resolverState(w: DnsWorld): ResolverState | undefined {
   const parts: Record<string, string> = {};
   const hashes: Record<string, string> = {};
   for (const [name, endpoints] of w.parts) {
-    const t = jsonFile(endpoints, () => ({ endpoints }));
+    const t = partFile(endpoints);
     parts[name] = t.text;
     hashes[name] = t.hash;
   }
-  const index: ResolverIndex = {
-    dns: w.config ? { networks: w.config.networks, upstreams: w.config.upstreams } : null,
-    parts: hashes,
-    proxies: w.proxies,
-  };
+  const dns = w.config ? { networks: w.config.networks, upstreams: w.config.upstreams } : null;
+  return resolverOf(dns, parts, hashes, w.proxies);
+}
+
+/** A container's part file (dns/NAME.json): its text and hash, kept with its endpoints. */
+export const partFile = (endpoints: readonly DnsEndpoint[]) => jsonFile(endpoints, () => ({ endpoints }));
+
+/** The resolver's desired state: its index made of the parts' hashes, and the parts. */
+export function resolverOf(
+  dns: ResolverIndex['dns'],
+  parts: Readonly<Record<string, string>>,
+  hashes: Readonly<Record<string, string>>,
+  proxies: readonly ProxySpec[],
+): ResolverState {
   return {
-    // One native pass: the index is mostly the flat map of part hashes, with nothing kept to reuse.
-    config: `${JSON.stringify(index)}\n`,
+    // The index's text (JSON.stringify of a ResolverIndex) from kept texts: thousands of
+    // part hashes and proxies, nearly all the same from one edit to the next.
+    config: `{"dns":${JSON.stringify(dns)},"parts":${hashesJson(hashes)},"proxies":[${proxies.map(compactJson).join(',')}]}\n`,
     running: true,
     parts,
     partHashes: hashes,
-    networks: w.config?.networks.length ?? 0,
-    proxies: w.proxies.length,
+    networks: dns?.networks.length ?? 0,
+    proxies: proxies.length,
   };
 }
 
-interface DnsContext {
+/**
+ * The last part-hash record written as text, and its entries' texts in its order: the text
+ * of a record patched from it (intern.ts patchRecord) is made from them, patched the same way.
+ */
+let lastHashes: { record: object; text: string; entries: Map<string, string> } | undefined;
+
+function hashesJson(hashes: Readonly<Record<string, string>>): string {
+  if (lastHashes?.record === hashes) return lastHashes.text;
+  const changed = lastHashes && patchedKeys(lastHashes.record, hashes);
+  const entries = changed ? lastHashes!.entries : new Map<string, string>();
+  for (const k of changed ?? Object.keys(hashes)) {
+    if (Object.hasOwn(hashes, k)) entries.set(k, `${JSON.stringify(k)}:${JSON.stringify(hashes[k])}`);
+    else entries.delete(k);
+  }
+  const text = `{${[...entries.values()].join(',')}}`;
+  lastHashes = { record: hashes, text, entries };
+  return text;
+}
+
+export interface DnsContext {
   /** Served network → the resolver address its containers use. */
   readonly resolverOf: ReadonlyMap<string, string>;
   readonly daemon: Resolved['spec']['daemon'];
@@ -134,16 +186,19 @@ interface DnsContext {
 }
 
 type ResolvedContainer = Resolved['containers'][string];
-type DnsEndpoint = DnsConfig['endpoints'][number];
+export type DnsEndpoint = DnsConfig['endpoints'][number];
+
+/** One container's names for the resolver, and its files (path, text). */
+export interface DnsPart {
+  readonly endpoints: readonly DnsEndpoint[];
+  readonly files: readonly (readonly [string, string])[];
+}
 
 /**
  * Each container's part, remembered per resolved container (kept by resolve() while
- * unchanged) and the context it was made in (`key`): an edit renders one container's files.
+ * unchanged) and the setting it was made in (`key`): an edit renders one container's files.
  */
-const parts = new ObjectMemo<
-  ResolvedContainer,
-  { readonly endpoints: readonly DnsEndpoint[]; readonly files: readonly [string, string][] }
->();
+const parts = new ObjectMemo<ResolvedContainer, DnsPart>();
 
 /** One container's names for the resolver, and its resolv.conf and hosts. */
 function containerDns(
@@ -229,13 +284,52 @@ function ownAddresses(endpoints: Resolved['containers'][string]['endpoints']): s
 export function loopbackProxies(r: Resolved): ProxySpec[] {
   const out = new Map<string, ProxySpec>();
   for (const c of Object.values(r.containers))
-    for (const spec of proxyParts.of(c, [], () => containerProxies(c)))
-      out.set(`${spec.protocol} ${spec.listen} ${spec.port}`, spec);
+    for (const spec of proxiesOf(c)) out.set(`${spec.protocol} ${spec.listen} ${spec.port}`, spec);
   return [...out.values()].sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
+}
+
+/** Proxies in loopbackProxies' order: by port, then protocol. */
+const proxyOrder = (a: ProxySpec, b: ProxySpec) => a.port - b.port || a.protocol.localeCompare(b.protocol);
+
+/**
+ * loopbackProxies' list `prev` with some containers' proxies taken out (`gone`) and others'
+ * put in (`added`); undefined when the result also depends on the containers' order (two
+ * proxies on one port and protocol), which loopbackProxies then works out.
+ */
+export function patchedProxies(
+  prev: readonly ProxySpec[],
+  gone: readonly ProxySpec[],
+  added: readonly ProxySpec[],
+): ProxySpec[] | undefined {
+  const out = [...prev];
+  // The first index whose proxy does not come before p.
+  const at = (p: ProxySpec) => {
+    let lo = 0;
+    let hi = out.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (proxyOrder(out[mid]!, p) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  for (const p of gone) {
+    const i = at(p);
+    if (out[i] !== p || (out[i + 1] && proxyOrder(out[i + 1]!, p) === 0)) return undefined;
+    out.splice(i, 1);
+  }
+  for (const p of added) {
+    const i = at(p);
+    if (out[i] && proxyOrder(out[i]!, p) === 0) return undefined;
+    out.splice(i, 0, p);
+  }
+  return out;
 }
 
 /** One container's proxies, per resolved container; frozen, so that their text is kept. */
 const proxyParts = new ObjectMemo<ResolvedContainer, readonly ProxySpec[]>();
+
+export const proxiesOf = (c: ResolvedContainer) => proxyParts.of(c, [], () => containerProxies(c));
 
 function containerProxies(c: ResolvedContainer): ProxySpec[] {
   const out: ProxySpec[] = [];

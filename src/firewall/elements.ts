@@ -33,11 +33,72 @@ export function desiredSets(r: Resolved, usedBridges: ReadonlySet<string>): Reco
       }
     }
   }
-  for (const c of Object.values(r.containers)) {
-    const nets = c.endpoints.map((e) => r.networks[e.network]!);
-    for (const [set, key] of parts.of(c, nets, () => containerElements(c, nets))) add(set, key);
+  for (const c of Object.values(r.containers))
+    for (const [set, key] of elementsOf(c, r.networks)) add(set, key);
+  const counts = new Map<string, Map<string, number>>();
+  for (const k of Object.keys(sets)) {
+    const count = new Map<string, number>();
+    for (const key of sets[k]!) count.set(key, (count.get(key) ?? 0) + 1);
+    counts.set(k, count);
+    sets[k] = sortedSet(k, sets[k]!);
   }
-  for (const k of Object.keys(sets)) sets[k] = sortedSet(k, sets[k]!);
+  lastWorld = { sets, counts };
+  return sets;
+}
+
+/**
+ * The last sets made (by desiredSets or patchedSets) and how many times each element was
+ * contributed: a container's element leaves its set when no one contributes it any more.
+ */
+let lastWorld:
+  | {
+      readonly sets: Readonly<Record<string, readonly string[]>>;
+      readonly counts: Map<string, Map<string, number>>;
+    }
+  | undefined;
+
+/**
+ * `prev` (the last sets made) with the elements of some containers taken out (`gone`) and
+ * of others put in (`added`), as desiredSets would make them for the world after that
+ * change; undefined when `prev` is not the last sets made. Unchanged sets keep their list.
+ */
+export function patchedSets(
+  prev: Readonly<Record<string, readonly string[]>>,
+  gone: readonly (readonly [string, string])[],
+  added: readonly (readonly [string, string])[],
+): Readonly<Record<string, readonly string[]>> | undefined {
+  if (lastWorld?.sets !== prev) return undefined;
+  const { counts } = lastWorld;
+  // Per touched set: whether each touched element was in it before.
+  const before = new Map<string, Map<string, boolean>>();
+  const touch = (set: string, key: string, by: number) => {
+    const count = counts.get(set)!;
+    const n = count.get(key) ?? 0;
+    let seen = before.get(set);
+    if (!seen) before.set(set, (seen = new Map()));
+    if (!seen.has(key)) seen.set(key, n > 0);
+    if (n + by > 0) count.set(key, n + by);
+    else count.delete(key);
+  };
+  for (const [set, key] of gone) touch(set, key, -1);
+  for (const [set, key] of added) touch(set, key, 1);
+  let sets: Record<string, readonly string[]> | undefined;
+  for (const [set, seen] of before) {
+    const count = counts.get(set)!;
+    const out = new Set<string>();
+    const put: string[] = [];
+    for (const [key, was] of seen) {
+      const is = count.has(key);
+      if (was && !is) out.add(key);
+      if (!was && is) put.push(key);
+    }
+    if (!out.size && !put.length) continue;
+    sets ??= { ...prev };
+    const kept = out.size ? prev[set]!.filter((k) => !out.has(k)) : prev[set]!;
+    sets[set] = Object.freeze(mergeSorted(kept, put.sort()));
+  }
+  if (!sets) return prev;
+  lastWorld = { sets, counts };
   return sets;
 }
 
@@ -83,6 +144,15 @@ function mergeSorted(a: readonly string[], b: readonly string[]): string[] {
  * unchanged) and the networks it is on.
  */
 const parts = new ObjectMemo<ResolvedContainer, readonly [string, string][]>();
+
+/** One container's [set, element] pairs. */
+export function elementsOf(
+  c: ResolvedContainer,
+  networks: Resolved['networks'],
+): readonly (readonly [string, string])[] {
+  const nets = c.endpoints.map((e) => networks[e.network]!);
+  return parts.of(c, nets, () => containerElements(c, nets));
+}
 
 function containerElements(c: ResolvedContainer, nets: readonly ResolvedNetwork[]): [string, string][] {
   const out: [string, string][] = [];

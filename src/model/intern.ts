@@ -87,3 +87,97 @@ export function internRecord<T>(
   }
   return out;
 }
+
+/**
+ * Records made by patching an earlier one, each with the record it was patched from and
+ * the keys whose entries differ. The desired world holds records of one entry per
+ * container; after an edit a stage patches the few entries that changed, and the stage
+ * after it asks patchedKeys which ones those are instead of visiting every entry.
+ */
+const patches = new WeakMap<object, { readonly from: object; readonly keys: readonly string[] }>();
+
+/**
+ * The entries of the last record of each chain of patches, in its order: a record is
+ * copied from them (a quarter of the cost of visiting a big record's own keys), and the
+ * next patch takes them over.
+ */
+const entriesOf = new WeakMap<object, Map<string, unknown>>();
+
+/**
+ * `base` with `changes` applied (an undefined value deletes the key): `base` itself when
+ * no entry changes, else a fresh record (without prototype: building one of thousands of
+ * entries costs a fraction of building an ordinary object). Kept keys keep their place;
+ * new ones follow, in the order of `changes`.
+ */
+export function patchRecord<T>(
+  base: Readonly<Record<string, T>>,
+  changes: ReadonlyMap<string, T | undefined>,
+): Readonly<Record<string, T>> {
+  const keys: string[] = [];
+  for (const [k, v] of changes) {
+    const had = Object.hasOwn(base, k);
+    if (v === undefined ? had : !had || base[k] !== v) keys.push(k);
+  }
+  if (!keys.length) return base;
+  let entries = entriesOf.get(base) as Map<string, T> | undefined;
+  if (entries) entriesOf.delete(base);
+  else {
+    entries = new Map();
+    for (const k in base) entries.set(k, base[k]!);
+  }
+  for (const k of keys) {
+    const v = changes.get(k);
+    if (v === undefined) entries.delete(k);
+    else entries.set(k, v);
+  }
+  const out: Record<string, T> = Object.create(null);
+  for (const [k, v] of entries) out[k] = v;
+  entriesOf.set(out, entries);
+  patches.set(out, { from: base, keys });
+  return out;
+}
+
+/**
+ * The keys whose entries differ between `from` and `to`, when `to` was made from `from`
+ * by at most `depth` patchRecord calls (a key may be listed more than once); undefined
+ * when it was not. With depth 1, `to` holds `from`'s kept keys in their order and its new
+ * keys after them, in the order listed.
+ */
+export function patchedKeys(from: object, to: object, depth = 1): readonly string[] | undefined {
+  if (from === to) return [];
+  const found: (readonly string[])[] = [];
+  for (let x = to; found.length < depth; ) {
+    const p = patches.get(x);
+    if (!p) return undefined;
+    found.push(p.keys);
+    if (p.from === from) return found.length === 1 ? p.keys : found.flat();
+    x = p.from;
+  }
+  return undefined;
+}
+
+/**
+ * As patchedKeys with depth 1, also for records not made by patchRecord, found then by
+ * visiting both: undefined when `to` does not hold `from`'s kept keys in their order with
+ * its new keys after them.
+ */
+export function recordChanges(
+  from: Readonly<Record<string, unknown>>,
+  to: Readonly<Record<string, unknown>>,
+): readonly string[] | undefined {
+  const known = patchedKeys(from, to);
+  if (known) return known;
+  const next = Object.keys(to);
+  const out: string[] = [];
+  let j = 0;
+  for (const k in from) {
+    if (!Object.hasOwn(to, k)) out.push(k);
+    else if (next[j++] !== k) return undefined;
+    else if (to[k] !== from[k]) out.push(k);
+  }
+  for (; j < next.length; j++) {
+    if (Object.hasOwn(from, next[j]!)) return undefined;
+    out.push(next[j]!);
+  }
+  return out;
+}
