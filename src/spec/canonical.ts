@@ -444,13 +444,33 @@ export function canonicalFile(f: ParsedFile, sources: Sources): { file: CanonFil
     const sec = data[section];
     if (!isObj(sec)) continue;
     for (const [name, raw] of Object.entries(sec))
-      containers.push(
-        rememberCanon(canonContainers, c, raw, [f.path, section, name], () =>
-          canonContainer(c, section, name, raw),
-        ),
-      );
+      containers.push(containerEntry(c, f.path, section, name, raw));
   }
   return { file: { file: f.path, daemon, networks, containers }, problems: c.problems };
+}
+
+/** Canonicalise one container entry of `file` (the daemon's reload of the entries that changed). */
+export function canonicalContainer(
+  file: string,
+  section: 'containers' | 'services',
+  name: string,
+  raw: unknown,
+  sources: Sources,
+): { container: CanonContainer; problems: SpecProblem[] } {
+  const c = new Canon(file, sources);
+  return { container: containerEntry(c, file, section, name, raw), problems: c.problems };
+}
+
+function containerEntry(
+  c: Canon,
+  file: string,
+  section: 'containers' | 'services',
+  name: string,
+  raw: unknown,
+): CanonContainer {
+  return rememberCanon(canonContainers, c, raw, [file, section, name], () =>
+    canonContainer(c, section, name, raw),
+  );
 }
 
 function canonPools(c: Canon, pools: Obj[]): { base: string; size: number }[] {

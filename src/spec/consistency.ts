@@ -50,9 +50,24 @@ export const IFNAME_MAX_BYTES = 15;
 export interface ConsistencyResult {
   readonly problems: SpecProblem[];
   readonly warnings: SpecWarning[];
+  /** What the daemon's next reload starts from (incremental.ts): each container's warnings (when it has any), */
+  readonly containerWarnings: ReadonlyMap<string, readonly SpecWarning[]>;
+  /** its claims on static addresses and MACs (when it has any), */
+  readonly addressClaims: ReadonlyMap<string, readonly string[]>;
+  /** and how many containers are on each network. */
+  readonly bridgeCounts: ReadonlyMap<string, number>;
 }
 
-export function checkConsistency(spec: Spec, model: CanonModel, sources: Sources): ConsistencyResult {
+/**
+ * `claims` are the host-port claims of the previous load, updated here: the daemon keeps
+ * one across its reloads (see PortClaims).
+ */
+export function checkConsistency(
+  spec: Spec,
+  model: CanonModel,
+  sources: Sources,
+  claims = new PortClaims(),
+): ConsistencyResult {
   const c = new Checker(spec, model, sources);
   c.duplicates();
   c.daemon();
@@ -62,11 +77,69 @@ export function checkConsistency(spec: Spec, model: CanonModel, sources: Sources
   }
   c.subnetOverlaps();
   c.bridgeNames();
-  for (const [name, defs] of model.containers) c.container(spec.containers[name], defs[0]);
-  c.addresses();
-  c.ports();
-  c.bridgeSizes();
-  return { problems: c.problems, warnings: c.warnings };
+  const containerWarnings = new Map<string, SpecWarning[]>();
+  for (const [name, defs] of model.containers) {
+    const before = c.warnings.length;
+    c.container(spec.containers[name], defs[0]);
+    if (c.warnings.length > before) containerWarnings.set(name, c.warnings.slice(before));
+  }
+  const addressClaims = c.addresses();
+  c.ports(claims);
+  const bridgeCounts = countBridges(Object.values(spec.containers));
+  c.bridgeSizes(bridgeCounts);
+  return { problems: c.problems, warnings: c.warnings, containerWarnings, addressClaims, bridgeCounts };
+}
+
+/** One container's checks and what it adds to the checks across containers. */
+export interface ContainerFindings {
+  readonly problems: readonly SpecProblem[];
+  readonly warnings: readonly SpecWarning[];
+  /** Its static addresses and MACs, as "address 10.0.0.5 on network 'n'": two equal ones clash. */
+  readonly addressClaims: readonly string[];
+  readonly bindings: readonly Binding[];
+}
+
+/**
+ * The checks of the one container `name` (its own, and its part of the address and port
+ * checks), for the daemon's reload of the entries that changed. The other checks read
+ * only the daemon and the networks, which the reload leaves as they were.
+ */
+export function checkContainer(
+  spec: Spec,
+  model: CanonModel,
+  sources: Sources,
+  ct: ContainerSpec,
+): ContainerFindings {
+  const c = new Checker(spec, model, sources);
+  const canon = model.containers.get(ct.name)![0];
+  c.container(ct, canon);
+  const addressClaims: string[] = [];
+  c.addressClaims(ct, canon, (subject) => addressClaims.push(subject));
+  const bindings = ct.mode === 'bridge' ? c.bindings(ct, canon) : [];
+  return { problems: c.problems, warnings: c.warnings, addressClaims, bindings };
+}
+
+/** The bridge-size findings for `counts` (containers per network), as checkConsistency makes them. */
+export function checkBridgeSizes(
+  spec: Spec,
+  model: CanonModel,
+  sources: Sources,
+  counts: ReadonlyMap<string, number>,
+): { problems: readonly SpecProblem[]; warnings: readonly SpecWarning[] } {
+  const c = new Checker(spec, model, sources);
+  c.bridgeSizes(counts);
+  return c;
+}
+
+/** The networks a container takes a port on: its attachments, in bridge mode. */
+export function bridgePorts(ct: ContainerSpec): readonly string[] {
+  return ct.mode === 'bridge' ? ct.networks.map((a) => a.network) : [];
+}
+
+function countBridges(containers: readonly ContainerSpec[]): Map<string, number> {
+  const count = new Map<string, number>();
+  for (const ct of containers) for (const n of bridgePorts(ct)) count.set(n, (count.get(n) ?? 0) + 1);
+  return count;
 }
 
 const sub = (o: Origin, ...more: Path): Origin => ({ file: o.file, path: [...o.path, ...more] });
@@ -81,7 +154,7 @@ function bindingIps(text: string): readonly Ip[] | undefined {
 }
 
 /** A fixed host-port claim of a published port, for the clash check. */
-interface Binding {
+export interface Binding {
   readonly container: string;
   readonly port: PortSpec;
   readonly text: string;
@@ -112,7 +185,7 @@ const cleanContainers = new ObjectMemo<CanonContainer, true>();
  * after every edit of one): whether two port specs share a host port is known without
  * walking every claim again.
  */
-class PortClaims {
+export class PortClaims {
   private last = new Map<string, readonly Binding[]>();
   private readonly holders = new Map<string, Binding[]>();
   /** Keys held by bindings of two or more port specs. */
@@ -123,6 +196,21 @@ class PortClaims {
     for (const [name, old] of this.last) if (now.get(name) !== old) for (const b of old) this.drop(b);
     for (const [name, bs] of now) if (this.last.get(name) !== bs) for (const b of bs) this.take(b);
     this.last = new Map(now);
+    return this.clashes();
+  }
+
+  /** Take in the claims of one container (none: it is gone or claims nothing). */
+  replace(name: string, bindings: readonly Binding[]): void {
+    const old = this.last.get(name);
+    if (old === bindings) return;
+    for (const b of old ?? []) this.drop(b);
+    for (const b of bindings) this.take(b);
+    if (bindings.length > 0) this.last.set(name, bindings);
+    else this.last.delete(name);
+  }
+
+  /** Whether some host port is claimed by two port specs. */
+  clashes(): boolean {
     return this.shared.size > 0;
   }
 
@@ -151,8 +239,6 @@ class PortClaims {
     else this.shared.delete(k);
   }
 }
-
-const claims = new PortClaims();
 
 class Checker {
   readonly problems: SpecProblem[] = [];
@@ -656,12 +742,7 @@ class Checker {
    * that adding a veth fails with EXFULL, so more is an input error. From 1000 on, Docker's documentation warns that
    * inter-container traffic becomes unstable: a warning.
    */
-  bridgeSizes(): void {
-    const count = new Map<string, number>();
-    for (const ct of Object.values(this.spec.containers)) {
-      if (ct.mode !== 'bridge') continue;
-      for (const a of ct.networks) count.set(a.network, (count.get(a.network) ?? 0) + 1);
-    }
+  bridgeSizes(count: ReadonlyMap<string, number>): void {
     for (const [name, n] of count) {
       const net = this.spec.networks[name];
       if (!net) continue;
@@ -682,56 +763,65 @@ class Checker {
     }
   }
 
-  addresses(): void {
-    type Owner = { container: string; at: Origin };
-    const taken = new Map<string, Owner>();
-    const macs = new Map<string, Owner>();
+  /** Two containers must not be given the same static address or MAC on one network. */
+  addresses(): Map<string, readonly string[]> {
+    const taken = new Map<string, { container: string; at: Origin }>();
+    const claimed = new Map<string, readonly string[]>();
     for (const [name, defs] of this.model.containers) {
-      const canon = defs[0];
-      // Only entries with a static address or a MAC anywhere have anything to check here.
-      const claims =
-        canon.macAddress !== undefined ||
-        canon.networks.some((a) => a.ipv4Address || a.ipv6Address || a.macAddress);
-      if (!claims || containerMode(canon) !== 'bridge') continue;
-      for (const a of canon.networks) {
-        const n = this.spec.networks[a.network];
-        if (!n || n.isDefault) continue;
-        for (const [k, text] of [
-          ['ipv4_address', a.ipv4Address],
-          ['ipv6_address', a.ipv6Address],
-        ] as const) {
-          if (!text) continue;
-          const at = sub(a.at, k);
-          const ip = parseIp(text)!;
-          if (!this.addressInNetwork(n, ip, `${k} ${text} of container '${name}'`, at)) continue;
-          const key = `${n.name}\u0000${ip.text}`;
-          const prev = taken.get(key);
-          if (prev) {
-            this.add(
-              `address ${ip.text} on network '${n.name}' is given to both container '${prev.container}' and container '${name}'`,
-              at,
-              prev.at,
-            );
-          } else taken.set(key, { container: name, at });
-        }
-      }
-      const ct = this.spec.containers[name];
-      ct.networks.forEach((att, i) => {
-        const m = att.macAddress ? normalizeMac(att.macAddress) : undefined;
-        if (!m) return;
-        const ca = canon.networks[i];
-        const at = ca?.macAddress !== undefined ? sub(ca.at, 'mac_address') : sub(canon.at, 'mac_address');
-        const key = `${att.network}\u0000${m}`;
-        const prev = macs.get(key);
+      const mine: string[] = [];
+      this.addressClaims(this.spec.containers[name], defs[0], (subject, at) => {
+        mine.push(subject);
+        const prev = taken.get(subject);
         if (prev) {
           this.add(
-            `MAC address ${m} on network '${att.network}' is given to both container '${prev.container}' and container '${name}'`,
+            `${subject} is given to both container '${prev.container}' and container '${name}'`,
             at,
             prev.at,
           );
-        } else macs.set(key, { container: name, at });
+        } else taken.set(subject, { container: name, at });
       });
+      if (mine.length > 0) claimed.set(name, mine);
     }
+    return claimed;
+  }
+
+  /**
+   * Hands `claim` each static address (that fits its network) and each MAC of a container,
+   * as "address 172.18.0.5 on network 'x'" or "MAC address … on network 'x'", with its place.
+   */
+  addressClaims(
+    ct: ContainerSpec,
+    canon: CanonContainer,
+    claim: (subject: string, at: Origin) => void,
+  ): void {
+    const name = ct.name;
+    // Only entries with a static address or a MAC anywhere have anything to check here.
+    const claims =
+      canon.macAddress !== undefined ||
+      canon.networks.some((a) => a.ipv4Address || a.ipv6Address || a.macAddress);
+    if (!claims || containerMode(canon) !== 'bridge') return;
+    for (const a of canon.networks) {
+      const n = this.spec.networks[a.network];
+      if (!n || n.isDefault) continue;
+      for (const [k, text] of [
+        ['ipv4_address', a.ipv4Address],
+        ['ipv6_address', a.ipv6Address],
+      ] as const) {
+        if (!text) continue;
+        const at = sub(a.at, k);
+        const ip = parseIp(text)!;
+        if (this.addressInNetwork(n, ip, `${k} ${text} of container '${name}'`, at)) {
+          claim(`address ${ip.text} on network '${n.name}'`, at);
+        }
+      }
+    }
+    ct.networks.forEach((att, i) => {
+      const m = att.macAddress ? normalizeMac(att.macAddress) : undefined;
+      if (!m) return;
+      const ca = canon.networks[i];
+      const at = ca?.macAddress !== undefined ? sub(ca.at, 'mac_address') : sub(canon.at, 'mac_address');
+      claim(`MAC address ${m} on network '${att.network}'`, at);
+    });
   }
 
   /** A static address against its network's explicit IPAM request. */
@@ -798,14 +888,12 @@ class Checker {
     return this.hostIpsOf.get(gw);
   }
 
-  ports(): void {
+  ports(claims: PortClaims): void {
     const perContainer = new Map<string, readonly Binding[]>();
     for (const [name, defs] of this.model.containers) {
       const ct = this.spec.containers[name];
       if (ct.mode !== 'bridge') continue;
-      const canon = defs[0];
-      const nets = ct.networks.map((a) => this.spec.networks[a.network]);
-      const own = portBindings.of(canon, [ct, ...nets], () => this.bindingsOf(ct, canon));
+      const own = this.bindings(ct, defs[0]);
       if (own.length) perContainer.set(name, own);
     }
     // A clash needs two port specs claiming one host port of one protocol and family:
@@ -852,6 +940,12 @@ class Checker {
         file(byPort, b.keys[p - b.lo]!, j);
       }
     }
+  }
+
+  /** A bridge-mode container's fixed host-port claims, remembered with what they derive from. */
+  bindings(ct: ContainerSpec, canon: CanonContainer): readonly Binding[] {
+    const nets = ct.networks.map((a) => this.spec.networks[a.network]);
+    return portBindings.of(canon, [ct, ...nets], () => this.bindingsOf(ct, canon));
   }
 
   /** A container's fixed host-port claims, one per host address it listens on. */

@@ -112,6 +112,10 @@ export interface DefaultsResult {
   readonly spec: Spec;
   readonly problems: SpecProblem[];
   readonly warnings: SpecWarning[];
+  /** The warnings of the networks (the first of `warnings`), */
+  readonly networkWarnings: readonly SpecWarning[];
+  /** and of each container that has any, for the daemon's next reload (incremental.ts). */
+  readonly containerWarnings: ReadonlyMap<string, readonly SpecWarning[]>;
 }
 
 export function applyDefaults(
@@ -156,16 +160,43 @@ export function applyDefaults(
     );
   }
 
+  const networkWarnings = [...warnings];
   const containers: Record<string, ContainerSpec> = {};
-  const dnsDefaults = JSON.stringify([daemon.dns, daemon.dnsSearch, daemon.dnsOpts]);
+  const containerWarnings = new Map<string, readonly SpecWarning[]>();
+  const dns = dnsDefaults(daemon);
   for (const [name, defs] of model.containers) {
-    containers[name] = rememberBuilt(builtContainers, defs[0], [dnsDefaults], sources, warnings, (mine) =>
-      buildContainer(defs[0], daemon, sources, mine),
-    );
+    const built = defaultContainer(defs[0], daemon, dns, sources);
+    containers[name] = built.spec;
+    if (built.warnings.length > 0) {
+      containerWarnings.set(name, built.warnings);
+      warnings.push(...built.warnings);
+    }
   }
 
   const spec: Spec = { daemon, networks, containers, files: [...files], warnings };
-  return { spec, problems, warnings };
+  return { spec, problems, warnings, networkWarnings, containerWarnings };
+}
+
+/** What a container copies from the daemon, as one string to remember it by. */
+export function dnsDefaults(daemon: DaemonSpec): string {
+  return JSON.stringify([daemon.dns, daemon.dnsSearch, daemon.dnsOpts]);
+}
+
+/**
+ * One container's spec and its warnings, from its first definition (applyDefaults, and the
+ * daemon's reload of the entries that changed). `dns` is dnsDefaults(daemon).
+ */
+export function defaultContainer(
+  canon: CanonContainer,
+  daemon: DaemonSpec,
+  dns: string,
+  sources: Sources,
+): { spec: ContainerSpec; warnings: readonly SpecWarning[] } {
+  const warnings: SpecWarning[] = [];
+  const spec = rememberBuilt(builtContainers, canon, [dns], sources, warnings, (mine) =>
+    buildContainer(canon, daemon, sources, mine),
+  );
+  return { spec, warnings };
 }
 
 function first<T>(model: CanonModel, key: DaemonKey): T | undefined {

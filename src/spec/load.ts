@@ -8,8 +8,9 @@ import { SpecError, type SpecProblem } from '../model/errors.js';
 import { freezeData } from '../model/intern.js';
 import type { Spec, SpecWarning } from '../model/spec.js';
 import { canonicalise } from './canonical.js';
-import { checkConsistency } from './consistency.js';
+import { checkConsistency, type PortClaims } from './consistency.js';
 import { applyDefaults } from './defaults.js';
+import { type Built, Reloader } from './incremental.js';
 import type { Piece } from './pieces.js';
 import {
   manifestFiles,
@@ -18,6 +19,7 @@ import {
   type ReadResult,
   readManifests,
   Sources,
+  sortByPlace,
 } from './read.js';
 import { validateSchema } from './schema.js';
 
@@ -34,7 +36,9 @@ export function loadSpecFromStrings(files: { path: string; text: string }[]): Sp
 /**
  * Like loadSpecFromStrings, parsing only files not in `cache` (keyed by path and
  * content): the daemon keeps one, so a save re-parses the file that changed, not the
- * whole directory. The cache is left holding exactly the files given.
+ * whole directory. The cache is left holding exactly the files given. With `pieces` (see
+ * read.ts), a load that changed only container entries redoes only those
+ * (incremental.ts), starting from the last load made with the same `pieces`.
  */
 export function loadSpecCached(
   files: { path: string; text: string; sha256: string }[],
@@ -55,47 +59,49 @@ export function loadSpecCached(
     const paths = new Set(files.map((f) => f.path));
     for (const p of [...pieces.keys()]) if (!paths.has(p)) pieces.delete(p);
   }
-  return finish({
+  const read: ReadResult = {
     files: parts.flatMap((p) => p.files),
     problems: parts.flatMap((p) => p.problems),
     warnings: parts.flatMap((p) => p.warnings),
-  });
+  };
+  if (!pieces) return finish(read);
+  let reloader = reloaders.get(pieces);
+  if (!reloader) reloaders.set(pieces, (reloader = new Reloader()));
+  const spec = reloader.reload(read);
+  if (spec) return spec;
+  stopOn(read.problems);
+  const built = build(read.files, read.warnings, reloader.claims);
+  reloader.keep(read.files, built);
+  return built.spec;
 }
+
+/** The daemon's state between its loads, one per pieces cache. */
+const reloaders = new WeakMap<object, Reloader>();
 
 function finish(read: ReadResult): Spec {
   stopOn(read.problems);
-  return build(read.files, read.warnings);
+  return build(read.files, read.warnings).spec;
 }
 
-function build(files: readonly ParsedFile[], readWarnings: readonly SpecWarning[]): Spec {
+/** All phases over all files; `claims` are the host-port claims of an earlier load. */
+function build(
+  files: readonly ParsedFile[],
+  readWarnings: readonly SpecWarning[],
+  claims?: PortClaims,
+): Built {
   const sources = new Sources(files);
   stopOn(validateSchema(files, sources));
   const canon = canonicalise(files, sources);
   stopOn(canon.problems);
   const defaults = applyDefaults(canon.model, sources, manifestFiles(files));
   stopOn(defaults.problems);
-  const consistency = checkConsistency(defaults.spec, canon.model, sources);
+  const consistency = checkConsistency(defaults.spec, canon.model, sources, claims);
   stopOn(consistency.problems);
   const warnings = sortByPlace([...readWarnings, ...defaults.warnings, ...consistency.warnings]);
-  return freezeData({ ...defaults.spec, warnings });
+  const spec = freezeData({ ...defaults.spec, warnings });
+  return { spec, model: canon.model, defaults, consistency };
 }
 
 function stopOn(problems: readonly SpecProblem[]): void {
   if (problems.length > 0) throw new SpecError(sortByPlace(problems));
-}
-
-/** Stable sort by file, line, column; entries without a place come first. */
-export function sortByPlace<T extends { src?: { file: string; line: number; col: number } }>(
-  items: readonly T[],
-): T[] {
-  return items
-    .map((item, i) => ({ item, i }))
-    .sort((x, y) => {
-      const a = x.item.src;
-      const b = y.item.src;
-      if (!a || !b) return (a ? 1 : 0) - (b ? 1 : 0) || x.i - y.i;
-      if (a.file !== b.file) return a.file < b.file ? -1 : 1;
-      return a.line - b.line || a.col - b.col || x.i - y.i;
-    })
-    .map((x) => x.item);
 }

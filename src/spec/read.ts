@@ -242,6 +242,22 @@ export class Sources {
   }
 }
 
+/** Stable sort by file, line, column; entries without a place come first. */
+export function sortByPlace<T extends { src?: { file: string; line: number; col: number } }>(
+  items: readonly T[],
+): T[] {
+  return items
+    .map((item, i) => ({ item, i }))
+    .sort((x, y) => {
+      const a = x.item.src;
+      const b = y.item.src;
+      if (!a || !b) return (a ? 1 : 0) - (b ? 1 : 0) || x.i - y.i;
+      if (a.file !== b.file) return a.file < b.file ? -1 : 1;
+      return a.line - b.line || a.col - b.col || x.i - y.i;
+    })
+    .map((x) => x.item);
+}
+
 /** The document holding `path` in `f`, `path` inside it, and how many lines come before it. */
 function docOf(
   f: ParsedFile,
