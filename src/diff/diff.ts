@@ -4,6 +4,7 @@
  * updates (dependency order), then the nft changes.
  */
 
+import { patchedKeys } from '../model/intern.js';
 import { type KernelState, linkOn, type NamespaceState, type VethState } from '../model/state.js';
 import type { Action, LinkChange, Plan } from './plan.js';
 
@@ -132,11 +133,16 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
   // Files (resolv.conf, hosts) and the resolver: after the kernel objects they describe.
   const rest: Action[] = [];
   // (Thousands of files, nearly all unchanged: sort only the ones that are not.)
-  const gone = Object.keys(actual.files).filter((path) => !(path in desired.files));
-  for (const path of gone.sort()) rest.push({ op: 'file.delete', path });
-  const changed = Object.keys(desired.files).filter((path) => actual.files[path] !== desired.files[path]);
-  for (const path of changed.sort())
-    rest.push({ op: 'file.write', path, content: desired.files[path]!, exists: path in actual.files });
+  const pending = [...filesToWrite(desired.files, actual.files)];
+  for (const path of pending.filter((p) => !Object.hasOwn(desired.files, p)).sort())
+    rest.push({ op: 'file.delete', path });
+  for (const path of pending.filter((p) => Object.hasOwn(desired.files, p)).sort())
+    rest.push({
+      op: 'file.write',
+      path,
+      content: desired.files[path]!,
+      exists: Object.hasOwn(actual.files, path),
+    });
   const dr = desired.resolver;
   const ar = actual.resolver;
   if (!dr) {
@@ -145,18 +151,23 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     // A resolver that serves the observed index has its parts: write the ones that differ.
     const had = ar?.running ? partHashes(ar.config) : {};
     const want = partHashes(dr.config, dr.partHashes);
+    // The containers whose part hashes may differ: the ones patched, when the desired
+    // index's hashes were patched from the running one's (intern.ts), else all.
+    const known = patchedKeys(had, want, 4);
+    const names = new Set(known ?? [...Object.keys(had), ...Object.keys(want)]);
     const parts: Record<string, string> = {};
-    for (const [name, text] of Object.entries(dr.parts ?? {}))
-      if (had[name] !== want[name]) parts[name] = text;
+    const removeParts: string[] = [];
+    for (const name of [...names].sort()) {
+      const now = Object.hasOwn(want, name) ? want[name] : undefined;
+      const before = Object.hasOwn(had, name) ? had[name] : undefined;
+      if (now !== undefined && now !== before) parts[name] = dr.parts![name]!;
+      if (now === undefined && before !== undefined) removeParts.push(name);
+    }
     rest.push({
       op: 'resolver.reload',
       config: dr.config,
       parts,
-      removeParts: ar?.running
-        ? Object.keys(had)
-            .filter((name) => !(name in want))
-            .sort()
-        : 'others',
+      removeParts: ar?.running ? removeParts : 'others',
       networks: dr.networks ?? 0,
       proxies: dr.proxies ?? 0,
       start: !ar?.running,
@@ -192,12 +203,45 @@ function partHashes(
   return parts;
 }
 
+/**
+ * The files of the last two states diffed and the paths among them to write or delete: the
+ * next diff looks again only at the paths whose entries changed.
+ */
+let lastFiles:
+  | { desired: KernelState['files']; actual: KernelState['files']; pending: ReadonlySet<string> }
+  | undefined;
+
+/** The paths whose file is to be written (missing or other text) or deleted (not wanted). */
+function filesToWrite(desired: KernelState['files'], actual: KernelState['files']): ReadonlySet<string> {
+  const differs = (path: string) =>
+    Object.hasOwn(desired, path)
+      ? !Object.hasOwn(actual, path) || actual[path] !== desired[path]
+      : Object.hasOwn(actual, path);
+  let pending: Set<string>;
+  if (lastFiles) {
+    const dirty = new Set<string>();
+    changedKeys(lastFiles.desired, desired, dirty);
+    changedKeys(lastFiles.actual, actual, dirty);
+    pending = new Set(lastFiles.pending);
+    for (const path of dirty) {
+      if (differs(path)) pending.add(path);
+      else pending.delete(path);
+    }
+  } else {
+    pending = new Set();
+    for (const path in desired) if (differs(path)) pending.add(path);
+    for (const path in actual) if (!Object.hasOwn(desired, path)) pending.add(path);
+  }
+  lastFiles = { desired, actual, pending };
+  return pending;
+}
+
 /** One container's part of both states: its namespace and its veths (in record order). */
 interface ContainerPart {
-  d?: NamespaceState;
-  a?: NamespaceState;
-  readonly dVeths: VethState[];
-  readonly aVeths: VethState[];
+  readonly d?: NamespaceState;
+  readonly a?: NamespaceState;
+  readonly dVeths: readonly VethState[];
+  readonly aVeths: readonly VethState[];
 }
 
 /** One container's actions, by the place they take in the plan. */
@@ -224,32 +268,44 @@ interface ContainerDiff {
  * by identity checks, without grouping every container's objects.
  */
 let last:
-  | { desired: KernelState; actual: KernelState; diffs: ReadonlyMap<string, ContainerDiff> }
+  | {
+      desired: KernelState;
+      actual: KernelState;
+      diffs: ReadonlyMap<string, ContainerDiff>;
+      /** Per state: container → the names of its veths. */
+      vethsOf: readonly [VethsOf, VethsOf];
+    }
   | undefined;
+type VethsOf = Map<string, Set<string>>;
 
 /** Container → its actions, for the containers that have some. */
 function containerDiffs(desired: KernelState, actual: KernelState): ReadonlyMap<string, ContainerDiff> {
-  const dirty = last ? changedContainers(last.desired, last.actual, desired, actual) : undefined;
-  const diffs = new Map(dirty ? last!.diffs : []);
-  const parts = new Map<string, ContainerPart>();
-  const part = (c: string) => {
-    let g = parts.get(c);
-    if (!g) parts.set(c, (g = { dVeths: [], aVeths: [] }));
-    return g;
-  };
-  const wanted = (c: string) => !dirty || dirty.has(c);
-  for (const c in desired.namespaces) if (wanted(c)) part(c).d = desired.namespaces[c];
-  for (const c in actual.namespaces) if (wanted(c)) part(c).a = actual.namespaces[c];
-  for (const name in desired.veths) {
-    const v = desired.veths[name]!;
-    if (wanted(v.container)) part(v.container).dVeths.push(v);
+  let dirty: Set<string>;
+  let vethsOf: readonly [VethsOf, VethsOf];
+  if (last) {
+    vethsOf = last.vethsOf;
+    dirty = changedContainers(last.desired, last.actual, desired, actual, vethsOf);
+  } else {
+    vethsOf = [indexVeths(desired.veths), indexVeths(actual.veths)];
+    dirty = new Set([
+      ...Object.keys(desired.namespaces),
+      ...Object.keys(actual.namespaces),
+      ...vethsOf[0].keys(),
+      ...vethsOf[1].keys(),
+    ]);
   }
-  for (const name in actual.veths) {
-    const v = actual.veths[name]!;
-    if (wanted(v.container)) part(v.container).aVeths.push(v);
-  }
-  for (const c of dirty ?? []) if (!parts.has(c)) diffs.delete(c); // gone from both states
-  for (const [c, g] of parts) {
+  const diffs = new Map(last?.diffs ?? []);
+  // By name: when a state has two veths of a container on one network, the last by name
+  // is the one its actions are about.
+  const vethsIn = (s: KernelState, index: VethsOf, c: string) =>
+    [...(index.get(c) ?? [])].sort().map((name) => s.veths[name]!);
+  for (const c of dirty) {
+    const g: ContainerPart = {
+      d: Object.hasOwn(desired.namespaces, c) ? desired.namespaces[c] : undefined,
+      a: Object.hasOwn(actual.namespaces, c) ? actual.namespaces[c] : undefined,
+      dVeths: vethsIn(desired, vethsOf[0], c),
+      aVeths: vethsIn(actual, vethsOf[1], c),
+    };
     const out = containerDiff(c, g, desired.veths, actual.veths);
     const some =
       out.vethDel.length ||
@@ -261,37 +317,81 @@ function containerDiffs(desired: KernelState, actual: KernelState): ReadonlyMap<
     if (some) diffs.set(c, out);
     else diffs.delete(c);
   }
-  last = { desired, actual, diffs };
+  last = { desired, actual, diffs, vethsOf };
   return diffs;
+}
+
+/** Container → the names of its veths in `veths`. */
+function indexVeths(veths: KernelState['veths']): VethsOf {
+  const index: VethsOf = new Map();
+  for (const name in veths) moveVeth(index, name, undefined, veths[name]);
+  return index;
+}
+
+/** Moves a veth name in an index from the container of `was` to the one of `now`. */
+function moveVeth(
+  index: VethsOf,
+  name: string,
+  was: VethState | undefined,
+  now: VethState | undefined,
+): void {
+  if (was) {
+    const names = index.get(was.container);
+    names?.delete(name);
+    if (names && !names.size) index.delete(was.container);
+  }
+  if (now) {
+    const names = index.get(now.container);
+    if (names) names.add(name);
+    else index.set(now.container, new Set([name]));
+  }
 }
 
 /**
  * The containers whose namespace objects or veth entries differ between two pairs of
- * states. A veth entry that changed makes every container it belongs to in any of the four
- * states dirty: each of them looks it up by name.
+ * states; the veth indexes of the first pair are moved on to the second. A veth entry that
+ * changed makes every container it belongs to in any of the four states dirty: each of
+ * them looks it up by name.
  */
-function changedContainers(d0: KernelState, a0: KernelState, d1: KernelState, a1: KernelState): Set<string> {
+function changedContainers(
+  d0: KernelState,
+  a0: KernelState,
+  d1: KernelState,
+  a1: KernelState,
+  vethsOf: readonly [VethsOf, VethsOf],
+): Set<string> {
   const dirty = new Set<string>();
   changedKeys(d0.namespaces, d1.namespaces, dirty);
   changedKeys(a0.namespaces, a1.namespaces, dirty);
   const names = new Set<string>();
   changedKeys(d0.veths, d1.veths, names);
   changedKeys(a0.veths, a1.veths, names);
-  for (const n of names)
-    for (const s of [d0, a0, d1, a1]) {
-      const v = s.veths[n];
-      if (v) dirty.add(v.container);
-    }
+  const at = (s: KernelState, n: string) => (Object.hasOwn(s.veths, n) ? s.veths[n] : undefined);
+  for (const n of names) {
+    const [v0, w0, v1, w1] = [at(d0, n), at(a0, n), at(d1, n), at(a1, n)];
+    for (const v of [v0, w0, v1, w1]) if (v) dirty.add(v.container);
+    if (v0 !== v1) moveVeth(vethsOf[0], n, v0, v1);
+    if (w0 !== w1) moveVeth(vethsOf[1], n, w0, w1);
+  }
   return dirty;
 }
 
-/** Adds to `into` the keys whose entries differ (by identity) between two records. */
+/**
+ * Adds to `into` the keys whose entries differ (by identity) between two records: the
+ * keys patched when `y` was patched from `x` (desired.ts, a few patches back at most),
+ * else found by visiting both.
+ */
 function changedKeys<T>(
   x: Readonly<Record<string, T>>,
   y: Readonly<Record<string, T>>,
   into: Set<string>,
 ): void {
   if (x === y) return;
+  const known = patchedKeys(x, y, 4);
+  if (known) {
+    for (const k of known) into.add(k);
+    return;
+  }
   for (const k in y) if (y[k] !== x[k]) into.add(k);
   for (const k in x) if (!(k in y)) into.add(k);
 }
