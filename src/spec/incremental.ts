@@ -21,7 +21,7 @@ import {
   PortClaims,
 } from './consistency.js';
 import { type DefaultsResult, defaultContainer, dnsDefaults } from './defaults.js';
-import type { PieceSection, PlacedPiece } from './pieces.js';
+import { dictionary, type PieceSection, type PlacedPiece } from './pieces.js';
 import { manifestFiles, type ParsedFile, type ReadResult, Sources, sortByPlace } from './read.js';
 import { validateSchema } from './schema.js';
 
@@ -57,6 +57,8 @@ interface Last {
   files: readonly ParsedFile[];
   spec: Spec;
   model: CanonModel;
+  /** The spec's containers in its order, to make the next record from. */
+  specs: Map<string, ContainerSpec>;
   readonly networkWarnings: readonly SpecWarning[];
   /** Per container with warnings: those of phase 4, */
   readonly builtWarnings: Map<string, readonly SpecWarning[]>;
@@ -100,6 +102,7 @@ export class Reloader {
       files,
       spec: built.spec,
       model: built.model,
+      specs: new Map(Object.entries(built.spec.containers)),
       networkWarnings: built.defaults.networkWarnings,
       builtWarnings: new Map(built.defaults.containerWarnings),
       checkWarnings: new Map(built.consistency.containerWarnings),
@@ -231,15 +234,17 @@ function apply(last: Last, delta: Delta, read: ReadResult, claims: PortClaims): 
     built.set(name, b.spec);
     setOrDelete(last.builtWarnings, name, b.warnings);
   }
-  const containers = dictionary<ContainerSpec>();
   const before = last.spec.containers;
   if (delta.inPlace) {
-    for (const name in before) containers[name] = before[name]!;
-    for (const c of delta.changes) if (!c.placed) delete containers[c.name];
-    for (const [name, ct] of built) containers[name] = ct;
+    for (const c of delta.changes) if (!c.placed) last.specs.delete(c.name);
+    for (const [name, ct] of built) last.specs.set(name, ct);
   } else {
-    for (const name of model.containers.keys()) containers[name] = built.get(name) ?? before[name]!;
+    const specs = new Map<string, ContainerSpec>();
+    for (const name of model.containers.keys()) specs.set(name, built.get(name) ?? before[name]!);
+    last.specs = specs;
   }
+  const containers = dictionary<ContainerSpec>();
+  for (const [name, ct] of last.specs) containers[name] = ct;
 
   // Phase 5: the changed containers' own checks, and the indexes across containers.
   for (const name of new Set(delta.changes.map((c) => c.name))) {
@@ -361,14 +366,4 @@ function count(counts: Map<string, number>, key: string, by: 1 | -1): number {
 function setOrDelete<T>(m: Map<string, readonly T[]>, key: string, items: readonly T[]): void {
   m.delete(key);
   if (items.length > 0) m.set(key, items);
-}
-
-/**
- * An empty record in V8's dictionary mode: filling an ordinary `{}` with a thousand keys
- * walks a new hidden class per key, several times slower than a hash table.
- */
-function dictionary<T>(): Record<string, T> {
-  const o: Record<string, unknown> = { _: 0 };
-  delete o._;
-  return o as Record<string, T>;
 }

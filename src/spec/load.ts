@@ -43,7 +43,7 @@ export function loadSpecFromStrings(files: { path: string; text: string }[]): Sp
 export function loadSpecCached(
   files: { path: string; text: string; sha256: string }[],
   cache: Map<string, ReadResult>,
-  pieces?: Map<string, Map<string, Piece>>,
+  pieces?: Map<string, ReadonlyMap<string, Piece>>,
 ): Spec {
   const parts: ReadResult[] = [];
   const keep = new Set<string>();

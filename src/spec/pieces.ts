@@ -41,6 +41,8 @@ export interface PiecewiseParse {
   readonly sections: ReadonlyMap<string, PieceSection>;
   /** The document's value, as the whole-document parse would give it. */
   readonly data: Record<string, unknown>;
+  /** This text's pieces by their text: the cache for parsing the file's next version. */
+  readonly pieces: ReadonlyMap<string, Piece>;
 }
 
 /** Text outside the plain subset of YAML this module splits (tabs, CR, anchors, aliases, tags, merge keys, directives, document markers). */
@@ -118,16 +120,16 @@ function cut(text: string): SectionSpan[] | undefined {
 }
 
 /**
- * Parse `text` in pieces, reusing the pieces of `cache` (piece text → Piece) and leaving
- * it holding exactly the pieces of this text. Undefined: parse the whole text instead.
+ * Parse `text` in pieces, reusing the pieces of `cache` (piece text → Piece, as the last
+ * parse's `pieces` left it). Undefined: parse the whole text instead.
  */
-export function parsePieces(text: string, cache: Map<string, Piece>): PiecewiseParse | undefined {
+export function parsePieces(text: string, cache: ReadonlyMap<string, Piece>): PiecewiseParse | undefined {
   const spans = cut(text);
   if (!spans || spans.length === 0) return undefined;
   const used = new Map<string, Piece>();
   const get = (span: Span): PlacedPiece | undefined => {
     const t = text.slice(span.start, span.end);
-    let piece = used.get(t) ?? cache.get(t);
+    let piece = cache.get(t);
     if (!piece) {
       piece = parsePiece(t);
       if (!piece) return undefined;
@@ -148,7 +150,7 @@ export function parsePieces(text: string, cache: Map<string, Piece>): PiecewiseP
     }
     if (head.piece.value !== null) return undefined;
     const entries = new Map<string, PlacedPiece>();
-    const value: Record<string, unknown> = {};
+    const value = dictionary<unknown>();
     for (const e of s.entries) {
       const p = get(e);
       if (!p || entries.has(p.piece.key)) return undefined;
@@ -158,9 +160,17 @@ export function parsePieces(text: string, cache: Map<string, Piece>): PiecewiseP
     sections.set(head.piece.key, { head, entries });
     data[head.piece.key] = value;
   }
-  cache.clear();
-  for (const [t, p] of used) cache.set(t, p);
-  return { sections, data };
+  return { sections, data, pieces: used };
+}
+
+/**
+ * An empty record in V8's dictionary mode: filling an ordinary `{}` with a thousand keys
+ * walks a new hidden class per key, several times slower than a hash table.
+ */
+export function dictionary<T>(): Record<string, T> {
+  const o: Record<string, unknown> = { _: 0 };
+  delete o._;
+  return o as Record<string, T>;
 }
 
 function parsePiece(text: string): Piece | undefined {

@@ -114,18 +114,17 @@ export async function readManifests(path: string): Promise<ReadResult> {
  */
 export function parseManifests(
   files: readonly { path: string; text: string; sha256?: string }[],
-  pieces?: Map<string, Map<string, Piece>>,
+  pieces?: Map<string, ReadonlyMap<string, Piece>>,
 ): ReadResult {
   const out: ParsedFile[] = [];
   const problems: SpecProblem[] = [];
   const warnings: SpecWarning[] = [];
   for (const f of files) {
     const sha256 = f.sha256 ?? sha256hex(f.text);
-    let cache = pieces?.get(f.path);
-    if (pieces && !cache) pieces.set(f.path, (cache = new Map()));
     // One-shot parses (no cache to keep) take the whole document: a little cheaper once.
-    const split = cache && parsePieces(f.text, cache);
+    const split = pieces && parsePieces(f.text, pieces.get(f.path) ?? new Map());
     if (split) {
+      pieces.set(f.path, split.pieces);
       out.push({ path: f.path, text: f.text, sha256, pieces: split, data: split.data });
       continue;
     }

@@ -126,10 +126,9 @@ describe('parsing in pieces', () => {
   }
 
   it('reparses only the entries whose text changed; the others keep their value objects', () => {
-    const cache = new Map<string, Piece>();
-    const one = parsePieces(SPLIT.block, cache)!;
+    const one = parsePieces(SPLIT.block, new Map())!;
     const edited = SPLIT.block.replace('hostname: db.local', 'hostname: db2.local');
-    const two = parsePieces(edited, cache)!;
+    const two = parsePieces(edited, one.pieces)!;
     const c1 = one.data.containers as Record<string, unknown>;
     const c2 = two.data.containers as Record<string, unknown>;
     expect(c2.web).toBe(c1.web);
@@ -137,8 +136,8 @@ describe('parsing in pieces', () => {
     expect(c2.db).not.toBe(c1.db);
     expect((c2.db as { hostname: string }).hostname).toBe('db2.local');
     expect(Object.isFrozen(c2.web)).toBe(true);
-    // The cache holds exactly this text's pieces.
-    expect([...cache.keys()].join('')).toBe(edited);
+    // The next cache holds exactly this text's pieces.
+    expect([...two.pieces.keys()].join('')).toBe(edited);
   });
 
   it('reports an error of a split manifest at its place in the file', () => {
