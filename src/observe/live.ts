@@ -50,6 +50,8 @@ import {
   instanceNetns,
   type LinkKind,
   type NamespacesPart,
+  type NsEntry,
+  type NsKind,
   type NsTarget,
   namespacesPart,
   nsTargets,
@@ -57,6 +59,7 @@ import {
   type ObserveScope,
   ownFiles,
   patchHostPart,
+  patchNamespacesPart,
   readTarget,
 } from './observe.js';
 
@@ -185,6 +188,7 @@ export class LiveObserver {
   /** A name of the instance's came or went in /run/netns (`present`: it is there now). */
   private netnsSeen(name: string, present: boolean): void {
     this.targetsCache = undefined;
+    this.nsChanged.add(`${NETNS_DIR}/${name}`);
     if (present) this.netnsNames?.add(name);
     else this.netnsNames?.delete(name);
   }
@@ -192,15 +196,41 @@ export class LiveObserver {
   private netnsUnknown(): void {
     this.targetsCache = undefined;
     this.netnsNames = undefined;
+    this.nsReshape = true;
   }
   private targetsOf(scope: ObserveScope): { targets: NsTarget[]; key: string } {
     const attached = JSON.stringify(scope.attached);
     const hit = this.dirWatch && this.targetsCache?.attached === attached ? this.targetsCache : undefined;
     if (hit) return hit;
-    if (!this.dirWatch || !this.netnsNames) this.netnsNames = new Set(instanceNetns(this.instance));
+    if (!this.dirWatch || !this.netnsNames) {
+      this.netnsNames = new Set(instanceNetns(this.instance));
+      this.nsReshape = true;
+    }
     const targets = nsTargets(scope, this.netnsNames);
+    if (attached !== this.attachedKey) {
+      this.attachedKey = attached;
+      this.attachedPaths = new Map(Object.entries(scope.attached).map(([c, p]) => [p, c]));
+      this.nsReshape = true;
+    }
     this.targetsCache = { attached, targets, key: targetsKey(targets) };
     return this.targetsCache;
+  }
+  /** The attached paths of the last targets (path → container), and their key. */
+  private attachedKey: string | undefined;
+  private attachedPaths = new Map<string, string>();
+
+  /** The target at `path` now, as targetsOf lists them (named namespaces, attached paths). */
+  private targetAt(path: string): NsTarget | undefined {
+    const container = this.attachedPaths.get(path);
+    if (container !== undefined) return { path, container };
+    const name = this.namedAt(path);
+    return name === undefined ? undefined : { name, path };
+  }
+
+  /** The name of the instance's named namespace at `path`, if it is one. */
+  private namedAt(path: string): string | undefined {
+    const name = path.slice(NETNS_DIR.length + 1);
+    return path.startsWith(`${NETNS_DIR}/`) && this.netnsNames?.has(name) ? name : undefined;
   }
 
   /** The last observe()'s result and the generation and namespace list it was shaped from. */
@@ -525,7 +555,7 @@ export class LiveObserver {
     for (const p of [...this.views.keys()]) {
       if (!wanted.has(p)) {
         this.generation++;
-        this.viewsVersion++;
+        this.nsChanged.add(p);
         this.views.delete(p);
         this.unwatch(p);
       }
@@ -572,11 +602,11 @@ export class LiveObserver {
         throw e;
       }
     });
-    toRead.forEach((t, i) => this.views.set(t.path, views[i]));
-    if (toRead.length) {
-      this.generation++;
-      this.viewsVersion++;
-    }
+    toRead.forEach((t, i) => {
+      this.views.set(t.path, views[i]);
+      this.nsChanged.add(t.path);
+    });
+    if (toRead.length) this.generation++;
     this.stats.nsReads += toRead.length;
   }
 
@@ -637,9 +667,13 @@ export class LiveObserver {
   private readonly linkChanges = new Map<number, NlLink | undefined>();
   /** Addresses or routes the host part is shaped from changed, or all was read again. */
   private hostReshape = true;
-  private nsShaped: { version: number; targets: readonly NsTarget[]; part: NamespacesPart } | undefined;
-  /** Bumped by every change to the namespace views held. */
-  private viewsVersion = 0;
+  private nsShaped: NamespacesPart | undefined;
+  /** What each namespace path held when the namespaces part was shaped. */
+  private nsKinds = new Map<string, NsKind>();
+  /** Paths whose view or target changed since the namespaces part was shaped. */
+  private readonly nsChanged = new Set<string>();
+  /** The namespace list was read again or the attached paths changed: shape it afresh. */
+  private nsReshape = true;
 
   /** The host part: kept, patched for the links that changed, or shaped afresh. */
   private hostShape(): HostPart {
@@ -664,17 +698,33 @@ export class LiveObserver {
     return this.hostShaped;
   }
 
+  /** The namespaces part: kept, patched for the paths that changed, or shaped afresh. */
+  private nsShape(targets: readonly NsTarget[]): NamespacesPart {
+    const had = this.nsShaped;
+    // (An attached path that is also a named namespace is two targets at one path.)
+    const doubled = [...this.attachedPaths.keys()].some((p) => this.namedAt(p) !== undefined);
+    if (had && !this.nsReshape && !doubled) {
+      if (this.nsChanged.size === 0) return had;
+      const changes = new Map<string, NsEntry | undefined>();
+      for (const path of this.nsChanged) {
+        const target = this.targetAt(path);
+        changes.set(path, target && { target, view: this.views.get(path) });
+      }
+      const patched = patchNamespacesPart(this.instance, had, changes, this.nsKinds);
+      this.nsChanged.clear();
+      if (patched) return (this.nsShaped = patched);
+    }
+    this.nsReshape = false;
+    this.nsChanged.clear();
+    this.nsKinds = new Map();
+    const entries = targets.map((target) => ({ target, view: this.views.get(target.path) }));
+    this.nsShaped = namespacesPart(this.instance, entries, this.nsKinds);
+    return this.nsShaped;
+  }
+
   private shape(targets: readonly NsTarget[]): Observation {
     const host = this.hostShape();
-    const had = this.nsShaped;
-    let namespaces = had?.version === this.viewsVersion && had.targets === targets ? had.part : undefined;
-    if (!namespaces) {
-      namespaces = namespacesPart(
-        this.instance,
-        targets.map((target) => ({ target, view: this.views.get(target.path) })),
-      );
-      this.nsShaped = { version: this.viewsVersion, targets, part: namespaces };
-    }
+    const namespaces = this.nsShape(targets);
     const raw = { links: [], addrs: [], routes: [], namespaces: [], nft: this.nft!, files: this.files ?? {} };
     return assemble(this.instance, raw, { host, namespaces });
   }
@@ -699,6 +749,8 @@ export class LiveObserver {
       this.checkNext = false;
       await this.barrier();
       if (this.nft && last?.stamp.targets === key) remembered = this.shape(targets);
+      // What memory holds (patched along the way) is checked against a shape made afresh.
+      this.nsReshape = true;
     }
     await Promise.all([
       this.hostStale ? this.dumpHost() : undefined,
@@ -729,7 +781,7 @@ export class LiveObserver {
       const p = nsPathOf(a)!;
       this.unwatch(p);
       this.views.delete(p);
-      this.viewsVersion++;
+      this.nsChanged.add(p);
     }
   }
 

@@ -366,24 +366,111 @@ export function hostPart(
   return { bridges, veths, foreignLinks: foreignLinks.sort(), reserved4, reserved6 };
 }
 
+/** What a namespace path held when the namespaces part was shaped. */
+export type NsKind = { readonly container: string } | { readonly foreign: string };
+
+/** A namespace path to shape: its target and view (undefined: not read, or absent). */
+export interface NsEntry {
+  readonly target: NsTarget;
+  readonly view: NsView | undefined;
+}
+
 export function namespacesPart(
   instance: string,
-  views: Iterable<{ readonly target: NsTarget; readonly view: NsView | undefined }>,
+  entries: Iterable<NsEntry>,
+  /** Filled with what each path holds, for patchNamespacesPart. */
+  kinds?: Map<string, NsKind>,
 ): NamespacesPart {
   const namespaces: Record<string, NamespaceState> = {};
   const foreign: string[] = [];
   const nsLinks: Record<string, string[]> = {};
-  for (const { target: t, view: v } of views) {
+  for (const { target: t, view: v } of entries) {
     if (!v) continue;
     const ns = nsStateOf(instance, t, v);
     if (!ns) {
       foreign.push(t.name!);
+      kinds?.set(t.path, { foreign: t.name! });
       continue;
     }
     namespaces[ns.state.container] = ns.state;
     nsLinks[ns.state.container] = ns.foreign;
+    kinds?.set(t.path, { container: ns.state.container });
   }
   return { namespaces, foreign: foreign.sort(), nsLinks };
+}
+
+/**
+ * The namespaces part after the entries of some paths changed (undefined: the path is no
+ * longer a target), made from `part` by patching; `kinds` (path → what it held, as
+ * namespacesPart filled it) is brought up to date. Undefined, with `kinds` untouched, when
+ * two paths claim one container (the full shape decides by target order).
+ */
+export function patchNamespacesPart(
+  instance: string,
+  part: NamespacesPart,
+  changes: ReadonlyMap<string, NsEntry | undefined>,
+  kinds: Map<string, NsKind>,
+): NamespacesPart | undefined {
+  const holder = new Map<string, string | undefined>(); // container → path, as patched
+  const holderOf = (c: string) => {
+    if (holder.has(c)) return holder.get(c);
+    // Unchanged paths keep their containers: a container held by a path not in `changes`.
+    for (const [path, k] of kinds)
+      if ('container' in k && k.container === c && !changes.has(path)) return path;
+    return undefined;
+  };
+  const now = new Map<string, { kind: NsKind; state?: ReturnType<typeof nsStateOf> } | undefined>();
+  for (const [path, entry] of changes) {
+    const was = kinds.get(path);
+    if (was && 'container' in was) {
+      // Another path that keeps this container: the full shape decides which one shows.
+      if (holderOf(was.container) !== undefined) return undefined;
+      holder.set(was.container, undefined);
+    }
+    if (!entry?.view) {
+      now.set(path, undefined);
+      continue;
+    }
+    const ns = nsStateOf(instance, entry.target, entry.view);
+    now.set(
+      path,
+      ns ? { kind: { container: ns.state.container }, state: ns } : { kind: { foreign: entry.target.name! } },
+    );
+  }
+  for (const [path, x] of now) {
+    if (!x?.state) continue;
+    const c = x.state.state.container;
+    const other = holderOf(c);
+    if (other !== undefined && other !== path) return undefined;
+    holder.set(c, path);
+  }
+  const nsChanges = new Map<string, NamespaceState | undefined>();
+  const linkChanges = new Map<string, readonly string[] | undefined>();
+  const foreignGone = new Set<string>();
+  const foreignNew: string[] = [];
+  for (const path of now.keys()) {
+    const was = kinds.get(path);
+    if (was && 'container' in was && !nsChanges.has(was.container)) {
+      nsChanges.set(was.container, undefined);
+      linkChanges.set(was.container, undefined);
+    } else if (was && 'foreign' in was) foreignGone.add(was.foreign);
+  }
+  for (const [path, x] of now) {
+    if (x?.state) {
+      nsChanges.set(x.state.state.container, x.state.state);
+      linkChanges.set(x.state.state.container, x.state.foreign);
+    } else if (x && 'foreign' in x.kind) foreignNew.push(x.kind.foreign);
+    if (x) kinds.set(path, x.kind);
+    else kinds.delete(path);
+  }
+  let foreign = part.foreign;
+  if (foreignGone.size || foreignNew.length)
+    foreign = [...foreign.filter((n) => !foreignGone.has(n)), ...foreignNew].sort();
+  return {
+    namespaces: patchRecord(part.namespaces, nsChanges),
+    foreign,
+    nsLinks: patchRecord(part.nsLinks, linkChanges),
+  };
 }
 
 /** The managed sysctls: forwarding, and route_localnet of each owned bridge. */

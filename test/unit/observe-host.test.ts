@@ -1,13 +1,25 @@
 /**
  * The live observer patches the host part of its observation for the links a notification
- * changed (observe.ts patchHostPart). Through random link changes, every patched part must
- * equal the part shaped afresh from the same links, or the patch must decline.
+ * changed (observe.ts patchHostPart), and the namespaces part for the namespaces read again
+ * or gone (patchNamespacesPart). Through random changes, every patched part must equal the
+ * part shaped afresh from the same reads, or the patch must decline.
  */
 import { describe, expect, it } from 'vitest';
 import type { NlAddr, NlLink, NlRoute } from '../../src/kernel/netlink.js';
+import type { NsView } from '../../src/kernel/netns.js';
 import { keysChanged } from '../../src/model/delta.js';
-import { epAlias, netAlias } from '../../src/model/names.js';
-import { type HostPart, hostPart, type LinkKind, patchHostPart } from '../../src/observe/observe.js';
+import { epAlias, netAlias, nsAlias } from '../../src/model/names.js';
+import {
+  type HostPart,
+  hostPart,
+  type LinkKind,
+  type NamespacesPart,
+  type NsEntry,
+  type NsKind,
+  namespacesPart,
+  patchHostPart,
+  patchNamespacesPart,
+} from '../../src/observe/observe.js';
 
 const I = 'tp';
 
@@ -107,5 +119,71 @@ describe('patchHostPart', () => {
     links.set(2, renamed);
     expect(patchHostPart(I, part, new Map([[2, renamed]]), kinds, (i) => links.get(i))).toBeUndefined();
     expect(kinds).toEqual(before);
+  });
+});
+
+/** A namespace's view: tether's (its loopback names container `c`), or a stranger's. */
+function randomView(r: () => number, c: string | undefined): NsView {
+  const lo = { ifindex: 1, ifname: 'lo', flags: ['UP'], mtu: 65536, addr_info: [] };
+  const links: NsView['links'] = [c ? { ...lo, ifalias: nsAlias(I, c) } : lo];
+  const ep = c ?? 'x';
+  if (r() < 0.8)
+    links.push({
+      ifindex: 2,
+      ifname: 'eth0',
+      ifalias: epAlias(I, ep, 'n1'),
+      flags: r() < 0.8 ? ['UP'] : [],
+      mtu: 1500,
+      address: '02:42:ac:12:00:02',
+      addr_info: [
+        { family: 'inet', local: `172.18.0.${2 + Math.floor(r() * 9)}`, prefixlen: 16, scope: 'global' },
+      ],
+    });
+  if (r() < 0.2) links.push({ ifindex: 3, ifname: 'extra0', flags: [], mtu: 1500, addr_info: [] });
+  return { links, routes: [{ dst: 'default', gateway: '172.18.0.1', dev: 'eth0' }] };
+}
+
+describe('patchNamespacesPart', () => {
+  it('equals a fresh namespacesPart after every change it accepts, over 5000 random steps', () => {
+    const r = rng(11);
+    const entries = new Map<string, NsEntry>();
+    const pathOf = (k: number) => `/run/netns/${I}-p${k}`;
+    const randomEntry = (k: number): NsEntry => {
+      const attached = r() < 0.1;
+      // Mostly the namespace of "its" container; now and then another's (two paths, one container).
+      const c = r() < 0.15 ? undefined : `c${r() < 0.9 ? k : Math.floor(r() * 30)}`;
+      const target = attached
+        ? { path: pathOf(k), container: `c${k}` }
+        : { name: `${I}-p${k}`, path: pathOf(k) };
+      return { target, view: r() < 0.1 ? undefined : randomView(r, c) };
+    };
+    for (let k = 0; k < 20; k++) entries.set(pathOf(k), randomEntry(k));
+    let kinds = new Map<string, NsKind>();
+    let part: NamespacesPart = namespacesPart(I, entries.values(), kinds);
+    let patchedSteps = 0;
+    for (let step = 0; step < 5000; step++) {
+      const changes = new Map<string, NsEntry | undefined>();
+      for (let n = 1 + Math.floor(r() * 3); n > 0; n--) {
+        const k = Math.floor(r() * 30);
+        const e = r() < 0.25 ? undefined : randomEntry(k);
+        if (e) entries.set(pathOf(k), e);
+        else entries.delete(pathOf(k));
+        changes.set(pathOf(k), e);
+      }
+      const fresh = namespacesPart(I, entries.values());
+      const patched = patchNamespacesPart(I, part, changes, kinds);
+      if (patched) {
+        patchedSteps++;
+        expect(patched).toEqual(fresh);
+        const changed = keysChanged(part.namespaces, patched.namespaces)!;
+        for (const c of new Set([...Object.keys(part.namespaces), ...Object.keys(patched.namespaces)]))
+          if (part.namespaces[c] !== patched.namespaces[c]) expect(changed.has(c)).toBe(true);
+        part = patched;
+      } else {
+        kinds = new Map();
+        part = namespacesPart(I, entries.values(), kinds);
+      }
+    }
+    expect(patchedSteps).toBeGreaterThan(1000);
   });
 });
