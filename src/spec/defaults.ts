@@ -123,10 +123,36 @@ export function applyDefaults(
   sources: Sources,
   files: readonly ManifestFile[],
 ): DefaultsResult {
+  const daemon = buildDaemon(model);
+  const { networks, problems, warnings: networkWarnings } = defaultNetworks(model, daemon, sources);
+  const warnings = [...networkWarnings];
+  const containers: Record<string, ContainerSpec> = {};
+  const containerWarnings = new Map<string, readonly SpecWarning[]>();
+  const dns = dnsDefaults(daemon);
+  for (const [name, defs] of model.containers) {
+    const built = defaultContainer(defs[0], daemon, dns, sources);
+    containers[name] = built.spec;
+    if (built.warnings.length > 0) {
+      containerWarnings.set(name, built.warnings);
+      warnings.push(...built.warnings);
+    }
+  }
+
+  const spec: Spec = { daemon, networks, containers, files: [...files], warnings };
+  return { spec, problems, warnings, networkWarnings, containerWarnings };
+}
+
+/**
+ * The default bridge and the user-defined networks, with their problems and warnings
+ * (applyDefaults, and the daemon's reload when only the networks' lines moved).
+ */
+export function defaultNetworks(
+  model: CanonModel,
+  daemon: DaemonSpec,
+  sources: Sources,
+): { networks: Record<string, NetworkSpec>; problems: SpecProblem[]; warnings: SpecWarning[] } {
   const problems: SpecProblem[] = [];
   const warnings: SpecWarning[] = [];
-
-  const daemon = buildDaemon(model);
   const networks: Record<string, NetworkSpec> = {};
   networks[DEFAULT_BRIDGE] = lastDefaultBridge = keepIfSame(
     lastDefaultBridge,
@@ -159,22 +185,7 @@ export function applyDefaults(
       buildNetwork(first, sources, mine),
     );
   }
-
-  const networkWarnings = [...warnings];
-  const containers: Record<string, ContainerSpec> = {};
-  const containerWarnings = new Map<string, readonly SpecWarning[]>();
-  const dns = dnsDefaults(daemon);
-  for (const [name, defs] of model.containers) {
-    const built = defaultContainer(defs[0], daemon, dns, sources);
-    containers[name] = built.spec;
-    if (built.warnings.length > 0) {
-      containerWarnings.set(name, built.warnings);
-      warnings.push(...built.warnings);
-    }
-  }
-
-  const spec: Spec = { daemon, networks, containers, files: [...files], warnings };
-  return { spec, problems, warnings, networkWarnings, containerWarnings };
+  return { networks, problems, warnings };
 }
 
 /** What a container copies from the daemon, as one string to remember it by. */

@@ -1,13 +1,16 @@
 /**
  * The daemon's reload after an edit of a few container entries. The daemon loads its
  * manifests after every save; when a save added, changed, moved or removed container
- * entries of files parsed in pieces (pieces.ts) and left everything else as it was (the
- * daemon section, the networks, the other files), only those entries go through the
- * phases again, and the checks across containers (port and address clashes, containers
- * per network) are kept as indexes updated for them. The other containers keep their very
- * same spec objects and are not looked at. Anything else, or any problem found on the
- * way, makes the caller load everything again (load.ts), so that problems are reported
- * exactly as a whole load reports them; only a load that succeeded is started from.
+ * entries of files parsed in pieces (pieces.ts) and left the text of everything else as
+ * it was (the daemon section, the networks, the other files), only those entries go
+ * through the phases again, and the checks across containers (port and address clashes,
+ * containers per network) are kept as indexes updated for them. The other containers keep
+ * their very same spec objects and are not looked at. When the daemon section or the
+ * networks only moved (they come after the containers, as in most Compose files), the
+ * network specs are made again too, since they carry their lines. Anything else, or any
+ * problem found on the way, makes the caller load everything again (load.ts), so that
+ * problems are reported exactly as a whole load reports them; only a load that succeeded
+ * is started from.
  */
 
 import { freezeData } from '../model/intern.js';
@@ -20,7 +23,7 @@ import {
   checkContainer,
   PortClaims,
 } from './consistency.js';
-import { type DefaultsResult, defaultContainer, dnsDefaults } from './defaults.js';
+import { type DefaultsResult, defaultContainer, defaultNetworks, dnsDefaults } from './defaults.js';
 import { dictionary, type PieceSection, type PlacedPiece } from './pieces.js';
 import { manifestFiles, type ParsedFile, type ReadResult, Sources, sortByPlace } from './read.js';
 import { validateSchema } from './schema.js';
@@ -45,6 +48,8 @@ interface Change {
 
 interface Delta {
   readonly changes: readonly Change[];
+  /** The daemon or networks sections moved (same text, other lines): their specs carry places. */
+  readonly networksMoved: boolean;
   /**
    * Whether the containers keep their order when removed ones are dropped, changed ones
    * replaced where they are, and added ones put at the end (else it is taken afresh).
@@ -59,7 +64,7 @@ interface Last {
   model: CanonModel;
   /** The spec's containers in its order, to make the next record from. */
   specs: Map<string, ContainerSpec>;
-  readonly networkWarnings: readonly SpecWarning[];
+  networkWarnings: readonly SpecWarning[];
   /** Per container with warnings: those of phase 4, */
   readonly builtWarnings: Map<string, readonly SpecWarning[]>;
   /** and those of its own checks in phase 5. */
@@ -116,13 +121,14 @@ export class Reloader {
 
 /**
  * The container entries that differ between two loads of the same files, or undefined
- * when anything else differs. An entry is the same while its piece (its text) and the
- * line it starts on are: every place inside it is then the same too.
+ * when anything else differs (sections may move). An entry is the same while its piece
+ * (its text) and the line it starts on are: every place inside it is then the same too.
  */
 function changesOf(before: readonly ParsedFile[], now: readonly ParsedFile[]): Delta | undefined {
   if (before.length !== now.length) return undefined;
   const changes: Change[] = [];
   let inPlace = true;
+  let networksMoved = false;
   for (let i = 0; i < now.length; i++) {
     const a = before[i]!;
     const b = now[i]!;
@@ -133,26 +139,33 @@ function changesOf(before: readonly ParsedFile[], now: readonly ParsedFile[]): D
     const old = a.pieces.sections.entries();
     for (const [key, s] of b.pieces.sections) {
       const [oldKey, o] = old.next().value!;
-      if (oldKey !== key || !samePlace(o.head, s.head) || !o.entries !== !s.entries) return undefined;
+      if (oldKey !== key || o.head.piece !== s.head.piece || !o.entries !== !s.entries) return undefined;
       if (key === 'containers' || key === 'services') {
         const r = entryChanges(b, key, o, s, changes);
         if (!r.inPlace || (r.added && containersAfter(now, i, key))) inPlace = false;
-      } else if (!sameEntries(o, s)) return undefined;
+        continue;
+      }
+      const same = sameEntries(o, s);
+      if (same === undefined) return undefined;
+      if ((!same || o.head.line0 !== s.head.line0) && (key === 'daemon' || key === 'networks')) {
+        networksMoved = true;
+      }
     }
   }
-  return { changes, inPlace };
+  return { changes, inPlace, networksMoved };
 }
 
-const samePlace = (a: PlacedPiece, b: PlacedPiece) => a.piece === b.piece && a.line0 === b.line0;
-
-function sameEntries(a: PieceSection, b: PieceSection): boolean {
+/** Whether two sections' entries are the same (true), the same texts moved (false), or not (undefined). */
+function sameEntries(a: PieceSection, b: PieceSection): boolean | undefined {
   if (!a.entries || !b.entries) return true;
-  if (a.entries.size !== b.entries.size) return false;
+  if (a.entries.size !== b.entries.size) return undefined;
+  let same = true;
   for (const [name, p] of b.entries) {
     const o = a.entries.get(name);
-    if (!o || !samePlace(o, p)) return false;
+    if (o?.piece !== p.piece) return undefined;
+    if (o.line0 !== p.line0) same = false;
   }
-  return true;
+  return same;
 }
 
 /**
@@ -185,7 +198,7 @@ function entryChanges(
     kept++;
     if (added || o.line0 <= lastLine) inPlace = false;
     lastLine = o.line0;
-    if (!samePlace(o, placed)) out.push({ file, section, name, placed });
+    if (o.piece !== placed.piece || o.line0 !== placed.line0) out.push({ file, section, name, placed });
   }
   if (kept < old.size) for (const name of old.keys()) if (!cur.has(name)) out.push({ file, section, name });
   return { inPlace, added };
@@ -226,7 +239,15 @@ function apply(last: Last, delta: Delta, read: ReadResult, claims: PortClaims): 
   const model = last.model;
 
   // Phase 4.
-  const { daemon, networks } = last.spec;
+  const daemon = last.spec.daemon;
+  let networks = last.spec.networks;
+  if (delta.networksMoved) {
+    const made = defaultNetworks(model, daemon, sources);
+    if (made.problems.length > 0) return undefined;
+    networks = made.networks;
+    last.networkWarnings = made.warnings;
+  }
+  const base = { ...last.spec, networks };
   const dns = dnsDefaults(daemon);
   const built = new Map<string, ContainerSpec>();
   for (const [name, c] of canon) {
@@ -260,7 +281,7 @@ function apply(last: Last, delta: Delta, read: ReadResult, claims: PortClaims): 
     }
   }
   for (const ct of built.values()) {
-    const f = checkContainer(last.spec, model, sources, ct);
+    const f = checkContainer(base, model, sources, ct);
     if (f.problems.length > 0) return undefined;
     setOrDelete(last.checkWarnings, ct.name, f.warnings);
     for (const n of bridgePorts(ct)) count(last.bridgeCounts, n, 1);
@@ -269,7 +290,7 @@ function apply(last: Last, delta: Delta, read: ReadResult, claims: PortClaims): 
     claims.replace(ct.name, f.bindings);
   }
   if (last.sharedAddresses > 0 || claims.clashes()) return undefined;
-  const sizes = checkBridgeSizes(last.spec, model, sources, last.bridgeCounts);
+  const sizes = checkBridgeSizes(base, model, sources, last.bridgeCounts);
   if (sizes.problems.length > 0) return undefined;
 
   const warnings = sortByPlace([

@@ -57,6 +57,8 @@ interface World {
   whole: boolean;
   /** b.yaml names its section services. */
   services: boolean;
+  /** a.yaml lists its containers first, the daemon and networks after them (as Compose files do). */
+  containersFirst: boolean;
 }
 
 function renderCtr(c: Ctr): string[] {
@@ -89,16 +91,17 @@ function renderCtr(c: Ctr): string[] {
 }
 
 function render(w: World): { path: string; text: string }[] {
-  const a = [];
-  if (w.dns) a.push('daemon:', `  dns: [${w.dns}]`);
-  a.push(
+  const shared = [];
+  if (w.dns) shared.push('daemon:', `  dns: [${w.dns}]`);
+  shared.push(
     'networks:',
     '  n0: {}',
     '  n1: { ipam: { config: [{ subnet: 172.30.0.0/24 }] } }',
     `  n2: {${w.n2opt ? ' driver_opts: { foo: "1" } ' : ''}}`,
   );
-  if (w.n3) a.push('  n3: { internal: true }');
-  a.push('containers:', ...w.files[0].flatMap(renderCtr));
+  if (w.n3) shared.push('  n3: { internal: true }');
+  const containers = ['containers:', ...w.files[0].flatMap(renderCtr)];
+  const a = w.containersFirst ? [...containers, ...shared] : [...shared, ...containers];
   const b = [];
   if (w.whole) b.push('x-common: &common { internal: true }');
   if (w.files[1].length) b.push(w.services ? 'services:' : 'containers:', ...w.files[1].flatMap(renderCtr));
@@ -215,7 +218,8 @@ class Edits {
     else if (roll < 0.92) w.dns = w.dns ? undefined : '192.0.2.53';
     else if (roll < 0.94) w.whole = !w.whole;
     else if (roll < 0.95) w.services = !w.services;
-    else if (roll < 0.97 && f.length) {
+    else if (roll < 0.96) w.containersFirst = !w.containersFirst;
+    else if (roll < 0.975 && f.length) {
       // Moved to the other file (or, now and then, defined in both).
       const c = f[Math.floor(this.r() * f.length)]!;
       const other = w.files[f === w.files[0] ? 1 : 0];
@@ -233,7 +237,10 @@ class Edits {
 function entryTexts(w: World): Map<string, string> {
   const out = new Map<string, string>();
   w.files.forEach((f, i) => {
-    const file = i === 0 ? 'a' : `${w.whole ? 'whole ' : ''}b${w.services ? ' services' : ''}`;
+    const file =
+      i === 0
+        ? `a${w.containersFirst ? ' first' : ''}`
+        : `${w.whole ? 'whole ' : ''}b${w.services ? ' services' : ''}`;
     for (const c of f) out.set(c.name, `${file} ${w.dns}\n${renderCtr(c).join('\n')}`);
   });
   return out;
@@ -282,7 +289,14 @@ describe('reloading after an edit', () => {
     'gives what a load from scratch gives, through random edits (seed %i)',
     (seed) => {
       const r = rng(seed);
-      const edits = new Edits(r, { n2opt: false, n3: false, files: [[], []], whole: false, services: false });
+      const edits = new Edits(r, {
+        n2opt: false,
+        n3: false,
+        files: [[], []],
+        whole: false,
+        services: false,
+        containersFirst: seed % 2 === 1,
+      });
       while (edits.all().length < 30) edits.w.files[edits.chance(0.7) ? 0 : 1].push(edits.container());
       const load = daemonLoader();
       let kinds = { ok: 0, failed: 0, warned: 0 };
