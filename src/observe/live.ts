@@ -189,6 +189,7 @@ export class LiveObserver {
   private netnsSeen(name: string, present: boolean): void {
     this.targetsCache = undefined;
     this.nsChanged.add(`${NETNS_DIR}/${name}`);
+    this.targetsMoved.add(`${NETNS_DIR}/${name}`);
     if (present) this.netnsNames?.add(name);
     else this.netnsNames?.delete(name);
   }
@@ -197,7 +198,12 @@ export class LiveObserver {
     this.targetsCache = undefined;
     this.netnsNames = undefined;
     this.nsReshape = true;
+    this.targetsRebuilt = true;
   }
+  /** Named namespace paths that came or went since the namespaces were last refreshed. */
+  private readonly targetsMoved = new Set<string>();
+  /** The targets were listed afresh (or their attached paths changed) since then. */
+  private targetsRebuilt = true;
   private targetsOf(scope: ObserveScope): { targets: NsTarget[]; key: string } {
     const attached = JSON.stringify(scope.attached);
     const hit = this.dirWatch && this.targetsCache?.attached === attached ? this.targetsCache : undefined;
@@ -205,12 +211,14 @@ export class LiveObserver {
     if (!this.dirWatch || !this.netnsNames) {
       this.netnsNames = new Set(instanceNetns(this.instance));
       this.nsReshape = true;
+      this.targetsRebuilt = true;
     }
     const targets = nsTargets(scope, this.netnsNames);
     if (attached !== this.attachedKey) {
       this.attachedKey = attached;
       this.attachedPaths = new Map(Object.entries(scope.attached).map(([c, p]) => [p, c]));
       this.nsReshape = true;
+      this.targetsRebuilt = true;
     }
     this.targetsCache = { attached, targets, key: targetsKey(targets) };
     return this.targetsCache;
@@ -550,22 +558,51 @@ export class LiveObserver {
     this.watches.delete(path);
   }
 
-  private async refreshNamespaces(targets: readonly NsTarget[]): Promise<void> {
-    const wanted = new Set(targets.map((t) => t.path));
-    for (const p of [...this.views.keys()]) {
-      if (!wanted.has(p)) {
-        this.generation++;
-        this.nsChanged.add(p);
-        this.views.delete(p);
-        this.unwatch(p);
-      }
+  /**
+   * The namespaces to look at again: after an edit of one container at 1000, those the
+   * directory watch, the applies and the listeners named, not every target. All of them when
+   * the namespace list was read afresh, the attached paths changed, some named namespace is
+   * not listened to, or the directory watch is not there to name them.
+   */
+  private nsCandidates(changed: ReadonlySet<string> | undefined): Iterable<NsTarget> | undefined {
+    if (this.allNsStale || !changed || this.targetsRebuilt || this.stats.unwatched > 0) return undefined;
+    const paths = new Set([...this.staleNs, ...changed, ...this.targetsMoved, ...this.attachedPaths.keys()]);
+    const out: NsTarget[] = [];
+    for (const p of paths) {
+      const t = this.targetAt(p);
+      if (t) out.push(t);
+      else this.dropView(p);
     }
-    // A namespace no longer observed (deleted with its container) is not to be read again.
-    for (const p of this.staleNs) if (!wanted.has(p)) this.staleNs.delete(p);
-    const toRead: NsTarget[] = [];
+    return out;
+  }
+
+  /** A path that is no longer a target: its view and listener go. */
+  private dropView(p: string): void {
+    if (this.views.has(p)) {
+      this.generation++;
+      this.nsChanged.add(p);
+      this.views.delete(p);
+    }
+    this.unwatch(p);
+    this.staleNs.delete(p);
+  }
+
+  private async refreshNamespaces(targets: readonly NsTarget[]): Promise<void> {
     const changed = this.dirWatch ? this.dirChanged : undefined;
     this.dirChanged = new Set();
-    for (const t of targets) {
+    let look = this.nsCandidates(changed);
+    const all = look === undefined;
+    if (all) {
+      const wanted = new Set(targets.map((t) => t.path));
+      for (const p of [...this.views.keys()]) if (!wanted.has(p)) this.dropView(p);
+      // A namespace no longer observed (deleted with its container) is not to be read again.
+      for (const p of this.staleNs) if (!wanted.has(p)) this.staleNs.delete(p);
+      look = targets;
+    }
+    this.targetsMoved.clear();
+    this.targetsRebuilt = false;
+    const toRead: NsTarget[] = [];
+    for (const t of look!) {
       const w = this.watches.get(t.path);
       // A listened-to named namespace keeps its inode until the directory says otherwise.
       const ino = w && !t.container && changed && !changed.has(t.path) ? w.ino : nsInode(t.path);
@@ -592,7 +629,13 @@ export class LiveObserver {
       }
     }
     this.allNsStale = false;
-    this.stats.unwatched = targets.filter((t) => !t.container && !this.watches.has(t.path)).length;
+    const unwatched = (ts: Iterable<NsTarget>) => {
+      let n = 0;
+      for (const t of ts) if (!t.container && !this.watches.has(t.path)) n++;
+      return n;
+    };
+    // (Looking only at some, every other named target was listened to before.)
+    this.stats.unwatched = unwatched(look!);
     for (const t of toRead) this.staleNs.delete(t.path);
     const views = await mapLimit(toRead, 32, async (t) => {
       try {
