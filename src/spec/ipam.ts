@@ -13,7 +13,16 @@
  * Pure: observed facts come in as arguments.
  */
 import { SpecError, type SpecProblem } from '../model/errors.js';
-import { freezeData, internRecord, keepIfSame, ObjectMemo } from '../model/intern.js';
+import {
+  freezeData,
+  internRecord,
+  keepIfSame,
+  ObjectMemo,
+  patchedKeys,
+  patchRecord,
+  recordChanges,
+  sameData,
+} from '../model/intern.js';
 import {
   addrOf,
   type Cidr,
@@ -180,61 +189,130 @@ class Claims {
   }
 }
 
-/** Allocates addresses within one network family. */
+/** Allocates addresses within one network family, and knows which container holds each. */
 class Pool {
-  private readonly used = new Set<bigint>();
+  /** Addresses no container can get: the network's own, the gateway, aux addresses. */
+  private readonly reserved = new Set<bigint>();
+  /** Address → the container holding it. */
+  private readonly owner = new Map<bigint, string>();
   private readonly subnet: Cidr;
-  private readonly range: Cidr;
   /** First and last address of the subnet and of the range. */
   private readonly bounds: readonly [bigint, bigint, bigint, bigint];
-  private cursor: bigint;
+  /** Every address of the range below it is reserved or held (where the lowest free one is looked for). */
+  private floor: bigint;
   constructor(
     readonly family: Family,
     cfg: FamilyConfig,
   ) {
     this.subnet = parseCidr(cfg.subnet);
-    this.range = cfg.ipRange ? parseCidr(cfg.ipRange) : this.subnet;
+    const range = cfg.ipRange ? parseCidr(cfg.ipRange) : this.subnet;
     const first = firstAddr(this.subnet);
     const last = lastAddr(this.subnet);
     const tiny = family === 4 && this.subnet.len >= 31;
-    if (!tiny) this.used.add(first); // network address (and IPv6 subnet-router anycast)
-    if (family === 4 && !tiny) this.used.add(last); // broadcast
-    if (cfg.gateway) this.used.add(parseIp(cfg.gateway));
-    for (const a of Object.values(cfg.aux)) if (contains(this.subnet, a)) this.used.add(parseIp(a));
-    this.bounds = [first, last, firstAddr(this.range), lastAddr(this.range)];
-    this.cursor = firstAddr(this.range);
+    if (!tiny) this.reserved.add(first); // network address (and IPv6 subnet-router anycast)
+    if (family === 4 && !tiny) this.reserved.add(last); // broadcast
+    if (cfg.gateway) this.reserved.add(parseIp(cfg.gateway));
+    for (const a of Object.values(cfg.aux)) if (contains(this.subnet, a)) this.reserved.add(parseIp(a));
+    this.bounds = [first, last, firstAddr(range), lastAddr(range)];
+    this.floor = firstAddr(range);
   }
   inSubnet(ip: string): boolean {
     return contains(this.subnet, ip);
   }
-  isFree(ip: string): boolean {
-    return !this.used.has(parseIp(ip));
+  private used(v: bigint): boolean {
+    return this.reserved.has(v) || this.owner.has(v);
   }
-  take(ip: string): void {
-    this.used.add(parseIp(ip));
+  /** The container holding `v`, if any. */
+  holder(v: bigint): string | undefined {
+    return this.owner.get(v);
+  }
+  isFree(ip: string): boolean {
+    return !this.used(parseIp(ip));
+  }
+  take(v: bigint, by: string): void {
+    this.owner.set(v, by);
+  }
+  release(v: bigint): void {
+    this.owner.delete(v);
+    if (v < this.floor && v >= this.bounds[2]) this.floor = v;
   }
   /** Takes the address `v` (of this pool's family) if it is in the subnet, in the range and free. */
-  keepValue(v: bigint): boolean {
+  keepValue(v: bigint, by: string): boolean {
     const [first, last, rangeFirst, rangeLast] = this.bounds;
-    if (v < first || v > last || v < rangeFirst || v > rangeLast || this.used.has(v)) return false;
-    this.used.add(v);
+    if (v < first || v > last || v < rangeFirst || v > rangeLast || this.used(v)) return false;
+    this.owner.set(v, by);
     return true;
   }
-  next(): string | undefined {
-    const last = lastAddr(this.range);
-    for (let a = this.cursor; a <= last; a++) {
-      if (!this.used.has(a)) {
-        this.used.add(a);
-        this.cursor = a + 1n;
-        return formatIp(a, this.family);
+  /** The lowest free address of the range, taken. */
+  next(by: string): bigint | undefined {
+    for (let a = this.floor; a <= this.bounds[3]; a++) {
+      if (!this.used(a)) {
+        this.owner.set(a, by);
+        this.floor = a + 1n;
+        return a;
       }
     }
     return undefined;
   }
 }
 
+interface FamilyPools {
+  readonly v4?: Pool;
+  readonly v6?: Pool;
+}
+
+/** Per attachment of a container (in order): the addresses chosen, or undefined off any network. */
+type Chosen = ({ v4?: string; v6?: string } | undefined)[];
+
+/** One container's addresses, as IPAM gave them. */
+interface Held {
+  readonly chosen: Chosen;
+  /** Each address held, with its pool. */
+  readonly values: readonly (readonly [Pool, bigint])[];
+  /**
+   * Its addresses depend on the other containers': one came from the free ones (where
+   * the containers before it took theirs), or a kernel address it has was another's.
+   */
+  readonly entangled: boolean;
+}
+
+/**
+ * What the last resolve() of an instance was given and made, with the address pools as
+ * it left them: the next one, when only some containers changed, gives those containers
+ * their addresses in these pools instead of redoing every container's.
+ */
+interface Ipam {
+  readonly spec: Spec;
+  readonly actual: KernelState;
+  readonly host: HostFacts;
+  readonly result: Resolved;
+  readonly pools: ReadonlyMap<string, FamilyPools>;
+  readonly held: Map<string, Held>;
+  /** The containers whose Held is entangled. */
+  readonly entangled: Set<string>;
+  /** Some container has a binding whose host port is chosen (then ports are allocated across all). */
+  readonly ephemeral: boolean;
+}
+const lastIpam = new Map<string, Ipam>();
+
 /** Resolve a loaded Spec against the observed host into the desired world. */
 export function resolve(spec: Spec, instance: string, actual: KernelState, host: HostFacts): Resolved {
+  const prev = lastIpam.get(instance);
+  // Until it succeeds, nothing is left to patch: the pools are changed in place.
+  lastIpam.delete(instance);
+  const next =
+    (prev && patched(prev, spec, actual, host)) ?? full(spec, instance, actual, host, prev?.result);
+  lastIpam.set(instance, next);
+  return next.result;
+}
+
+function full(
+  spec: Spec,
+  instance: string,
+  actual: KernelState,
+  host: HostFacts,
+  prev: Resolved | undefined,
+): Ipam {
   const problems: SpecProblem[] = [];
   const pools4 = spec.daemon.defaultAddressPools ?? DEFAULT_POOLS;
   const ula = ulaBase(host.ulaSeed);
@@ -274,118 +352,255 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
   }
 
   // Unchanged networks and containers keep the objects of this instance's last result.
-  const prev = lastResolved.get(instance);
   const networks = internRecord(fresh, prev?.networks);
-  const pools = new Map<string, { v4?: Pool; v6?: Pool }>();
+  const pools = new Map<string, FamilyPools>();
   for (const n of Object.values(networks)) {
     pools.set(n.name, { v4: n.v4 && new Pool(4, n.v4), v6: n.v6 && new Pool(6, n.v6) });
   }
   const ctrs = Object.values(spec.containers);
-
-  // Pass 1: static addresses.
-  for (const c of ctrs) {
-    for (const a of c.networks) {
-      const p = pools.get(a.network);
-      if (!p) continue;
-      for (const [fam, ip] of [
-        [p.v4, a.ipv4Address],
-        [p.v6, a.ipv6Address],
-      ] as const) {
-        if (!ip || !fam) continue;
-        if (!fam.inSubnet(ip)) {
-          problems.push({
-            message: `container '${c.name}': no configured subnet of network '${a.network}' contains IP address ${ip}`,
-            src: a.src,
-          });
-        } else if (!fam.isFree(ip)) {
-          problems.push({
-            message: `container '${c.name}': address ${ip} on network '${a.network}' is already in use`,
-            src: a.src,
-          });
-        } else fam.take(ip);
-      }
-    }
-  }
-
-  // Pass 2: keep addresses already on the kernel. Pass 3: lowest free. Per container,
-  // per attachment (in order): the addresses chosen.
-  const chosen = new Map<ContainerSpec, ({ v4?: string; v6?: string } | undefined)[]>();
-  for (const c of ctrs) {
-    const onKernel = nsFacts(actual.namespaces[c.name]).addrs;
-    chosen.set(
-      c,
-      c.networks.map((a) => {
-        const p = pools.get(a.network);
-        if (!p) return undefined;
-        const got: { v4?: string; v6?: string } = { v4: a.ipv4Address, v6: a.ipv6Address };
-        for (const k of onKernel.get(a.network) ?? []) {
-          const fam = k.v6 ? p.v6 : p.v4;
-          const slot = k.v6 ? 'v6' : 'v4';
-          if (fam && !got[slot] && fam.keepValue(k.value)) got[slot] = k.ip;
-        }
-        return got;
-      }),
-    );
-  }
-  for (const c of ctrs) {
-    const mine = chosen.get(c)!;
-    c.networks.forEach((a, i) => {
-      const p = pools.get(a.network);
-      const got = mine[i];
-      if (!p || !got) return;
-      for (const [fam, label] of [
-        ['v4', 'IPv4'],
-        ['v6', 'IPv6'],
-      ] as const) {
-        const pool = p[fam];
-        if (!pool || got[fam]) continue;
-        got[fam] = pool.next();
-        if (!got[fam])
-          problems.push({
-            message: `network '${a.network}': no available ${label} addresses for container '${c.name}'`,
-            src: a.src,
-          });
-      }
-    });
-  }
+  const held = new Map<string, Held>();
+  for (const c of ctrs) claimStatic(c, pools, problems);
+  for (const c of ctrs) held.set(c.name, keepKernel(c, pools, actual));
+  for (const c of ctrs) held.set(c.name, fillFree(c, pools, held.get(c.name)!, problems));
 
   const containers: Record<string, ResolvedContainer> = {};
   const parts: [ContainerSpec, EndpointsPart][] = [];
-  for (const c of ctrs) {
-    const nets = c.networks.map((a) => networks[a.network]);
-    const addrs = chosen.get(c)!;
-    const ns = actual.namespaces[c.name];
-    const sticky = nsFacts(ns);
-    const userlandProxy = spec.daemon.userlandProxy;
-    const inputs: unknown[] = [instance, sticky.namesKey, userlandProxy, ...nets];
-    for (const g of addrs) inputs.push(g?.v4, g?.v6);
-    parts.push([
-      c,
-      endpointParts.of(c, inputs, () => endpointsPart(c, instance, nets, addrs, sticky.names, userlandProxy)),
-    ]);
-  }
+  for (const c of ctrs)
+    parts.push([c, partOf(c, instance, networks, held.get(c.name)!.chosen, spec, actual)]);
   const hostPorts = allocatePorts(parts, actual, host.ephemeralPorts ?? [32768, 60999], problems);
-  for (const [c, part] of parts) {
-    const chosenPorts = hostPorts.get(part)!;
-    let made = containerParts.get(part, chosenPorts);
-    if (!made) {
-      // Made afresh, yet maybe equal to the last result's: then that object is kept.
-      const fresh = containerOf(c, instance, part, chosenPorts);
-      const old = prev?.containers[c.name];
-      made = containerParts.set(part, chosenPorts, keepIfSame(old, fresh));
-    }
-    containers[c.name] = made;
-  }
+  for (const [c, part] of parts)
+    containers[c.name] = resolvedContainer(c, instance, part, hostPorts.get(part)!, prev);
   if (problems.length) throw new SpecError(problems);
-  const result: Resolved = {
-    instance,
+  return {
     spec,
-    networks,
-    containers,
+    actual,
+    host,
+    result: { instance, spec, networks, containers },
+    pools,
+    held,
+    entangled: new Set([...held].filter(([, h]) => h.entangled).map(([name]) => name)),
+    ephemeral: parts.some(([, p]) => p.ephemeral),
   };
-  lastResolved.set(instance, result);
-  return result;
 }
+
+/**
+ * The last result with the containers that changed since (in the manifest or in the
+ * kernel) resolved again, when that gives what a full resolve would: the networks and
+ * their inputs are the same, no port is allocated, and the unchanged containers' addresses
+ * do not depend on the changed ones' (see Held.entangled; a changed container that wants
+ * an address an unchanged one holds sends the whole world through full()). Undefined
+ * otherwise.
+ */
+function patched(prev: Ipam, spec: Spec, actual: KernelState, host: HostFacts): Ipam | undefined {
+  const instance = prev.result.instance;
+  if (prev.ephemeral || !sameData(host, prev.host) || !sameData(spec.daemon, prev.spec.daemon))
+    return undefined;
+  if (recordChanges(prev.spec.networks, spec.networks)?.length !== 0) return undefined;
+  if (actual.bridges !== prev.actual.bridges && !sameData(actual.bridges, prev.actual.bridges))
+    return undefined;
+  const edited = recordChanges(prev.spec.containers, spec.containers);
+  if (!edited) return undefined;
+  const changed = new Set(edited);
+  const seen = patchedKeys(prev.actual.namespaces, actual.namespaces, 4);
+  if (seen) for (const k of seen) changed.add(k);
+  else
+    for (const k in spec.containers) if (actual.namespaces[k] !== prev.actual.namespaces[k]) changed.add(k);
+  for (const name of prev.entangled) if (!changed.has(name)) return undefined;
+
+  // The changed containers that remain, in the manifest's order.
+  const order = Object.keys(spec.containers);
+  const at = changed.size > 16 ? new Map(order.map((k, i) => [k, i])) : undefined;
+  const ctrs = [...changed]
+    .filter((k) => Object.hasOwn(spec.containers, k))
+    .map((k) => [at ? at.get(k)! : order.indexOf(k), spec.containers[k]!] as const)
+    .sort((a, b) => a[0] - b[0])
+    .map(([, c]) => c);
+  if (ctrs.some(wantsEphemeral)) return undefined;
+  const { pools, held, entangled } = prev;
+  for (const name of changed) {
+    for (const [pool, v] of held.get(name)?.values ?? []) pool.release(v);
+    held.delete(name);
+    entangled.delete(name);
+  }
+  const problems: SpecProblem[] = [];
+  for (const c of ctrs) claimStatic(c, pools, problems);
+  // A kernel address that an unchanged container holds goes to the first of the two in
+  // the manifest: left to full().
+  const mine = new Set(ctrs.map((c) => c.name));
+  for (const c of ctrs) {
+    const kept = keepKernel(c, pools, actual);
+    if (kept.refusedBy.some((by) => !mine.has(by))) return undefined;
+    held.set(c.name, kept);
+  }
+  for (const c of ctrs) {
+    const h = fillFree(c, pools, held.get(c.name)!, problems);
+    held.set(c.name, h);
+    if (h.entangled) entangled.add(c.name);
+  }
+  if (problems.length) return undefined;
+
+  const { networks } = prev.result;
+  const changes = new Map<string, ResolvedContainer | undefined>();
+  for (const name of changed) changes.set(name, undefined);
+  for (const c of ctrs) {
+    const part = partOf(c, instance, networks, held.get(c.name)!.chosen, spec, actual);
+    changes.delete(c.name);
+    changes.set(c.name, resolvedContainer(c, instance, part, part.fixedPorts, prev.result));
+  }
+  const containers = patchRecord(prev.result.containers, changes);
+  return {
+    spec,
+    actual,
+    host,
+    result: { instance, spec, networks, containers },
+    pools,
+    held,
+    entangled,
+    ephemeral: false,
+  };
+}
+
+/** Pass 1, for one container: its static addresses. */
+function claimStatic(
+  c: ContainerSpec,
+  pools: ReadonlyMap<string, FamilyPools>,
+  problems: SpecProblem[],
+): void {
+  for (const a of c.networks) {
+    const p = pools.get(a.network);
+    if (!p) continue;
+    for (const [fam, ip] of [
+      [p.v4, a.ipv4Address],
+      [p.v6, a.ipv6Address],
+    ] as const) {
+      if (!ip || !fam) continue;
+      if (!fam.inSubnet(ip)) {
+        problems.push({
+          message: `container '${c.name}': no configured subnet of network '${a.network}' contains IP address ${ip}`,
+          src: a.src,
+        });
+      } else if (!fam.isFree(ip)) {
+        problems.push({
+          message: `container '${c.name}': address ${ip} on network '${a.network}' is already in use`,
+          src: a.src,
+        });
+      } else fam.take(parseIp(ip), c.name);
+    }
+  }
+}
+
+/**
+ * Pass 2, for one container (after every container's pass 1): its static addresses, and
+ * for the rest the addresses it already has on the kernel, where free. `refusedBy`: the
+ * containers that hold a kernel address it has.
+ */
+function keepKernel(
+  c: ContainerSpec,
+  pools: ReadonlyMap<string, FamilyPools>,
+  actual: KernelState,
+): Held & { readonly refusedBy: readonly string[] } {
+  const onKernel = nsFacts(actual.namespaces[c.name]).addrs;
+  const values: (readonly [Pool, bigint])[] = [];
+  const refusedBy: string[] = [];
+  const chosen: Chosen = c.networks.map((a) => {
+    const p = pools.get(a.network);
+    if (!p) return undefined;
+    const got: { v4?: string; v6?: string } = { v4: a.ipv4Address, v6: a.ipv6Address };
+    if (p.v4 && got.v4) values.push([p.v4, parseIp(got.v4)]);
+    if (p.v6 && got.v6) values.push([p.v6, parseIp(got.v6)]);
+    for (const k of onKernel.get(a.network) ?? []) {
+      const fam = k.v6 ? p.v6 : p.v4;
+      const slot = k.v6 ? 'v6' : 'v4';
+      if (!fam || got[slot]) continue;
+      if (fam.keepValue(k.value, c.name)) {
+        got[slot] = k.ip;
+        values.push([fam, k.value]);
+      } else {
+        const by = fam.holder(k.value);
+        if (by !== undefined && by !== c.name) refusedBy.push(by);
+      }
+    }
+    return got;
+  });
+  return { chosen, values, entangled: refusedBy.length > 0, refusedBy };
+}
+
+/** Pass 3, for one container (after every container's pass 2): the lowest free addresses for the rest. */
+function fillFree(
+  c: ContainerSpec,
+  pools: ReadonlyMap<string, FamilyPools>,
+  kept: Held,
+  problems: SpecProblem[],
+): Held {
+  const values = [...kept.values];
+  let filled = false;
+  c.networks.forEach((a, i) => {
+    const p = pools.get(a.network);
+    const got = kept.chosen[i];
+    if (!p || !got) return;
+    for (const [fam, label] of [
+      ['v4', 'IPv4'],
+      ['v6', 'IPv6'],
+    ] as const) {
+      const pool = p[fam];
+      if (!pool || got[fam]) continue;
+      const v = pool.next(c.name);
+      filled = true;
+      if (v === undefined)
+        problems.push({
+          message: `network '${a.network}': no available ${label} addresses for container '${c.name}'`,
+          src: a.src,
+        });
+      else {
+        got[fam] = formatIp(v, pool.family);
+        values.push([pool, v]);
+      }
+    }
+  });
+  return { chosen: kept.chosen, values, entangled: kept.entangled || filled };
+}
+
+/** A container's endpoints and pending bindings (remembered: see endpointParts). */
+function partOf(
+  c: ContainerSpec,
+  instance: string,
+  networks: Resolved['networks'],
+  addrs: Chosen,
+  spec: Spec,
+  actual: KernelState,
+): EndpointsPart {
+  const nets = c.networks.map((a) => networks[a.network]);
+  const sticky = nsFacts(actual.namespaces[c.name]);
+  const userlandProxy = spec.daemon.userlandProxy;
+  const inputs: unknown[] = [instance, sticky.namesKey, userlandProxy, ...nets];
+  for (const g of addrs) inputs.push(g?.v4, g?.v6);
+  return endpointParts.of(c, inputs, () =>
+    endpointsPart(c, instance, nets, addrs, sticky.names, userlandProxy),
+  );
+}
+
+/** The resolved container of an endpoints part and its host ports (remembered: see containerParts). */
+function resolvedContainer(
+  c: ContainerSpec,
+  instance: string,
+  part: EndpointsPart,
+  hostPorts: readonly number[],
+  prev: Resolved | undefined,
+): ResolvedContainer {
+  const made = containerParts.get(part, hostPorts);
+  if (made) return made;
+  // Made afresh, yet maybe equal to the last result's: then that object is kept.
+  const fresh = containerOf(c, instance, part, hostPorts);
+  return containerParts.set(part, hostPorts, keepIfSame(prev?.containers[c.name], fresh));
+}
+
+/** A binding's host port is given (a port, or a range as long as the container's). */
+const isFixed = (sp: ContainerSpec['ports'][number]) =>
+  sp.published !== undefined &&
+  (sp.publishedEnd === undefined || sp.publishedEnd - sp.published === sp.targetEnd - sp.target);
+
+/** Some binding of the container has its host port chosen by tether. */
+const wantsEphemeral = (c: ContainerSpec) => c.mode === 'bridge' && c.ports.some((sp) => !isFixed(sp));
 
 /** A published port binding before its host port is chosen. */
 interface PendingPort {
@@ -555,9 +770,6 @@ function containerOf(
   });
 }
 
-/** Each instance's last resolve() result, for internRecord. */
-const lastResolved = new Map<string, Resolved>();
-
 /**
  * Docker's `Endpoint.Less` (§3.4): gw_priority desc, non-internal first, dual-stack first,
  * then network name. The first endpoint with a route for the family wins.
@@ -722,9 +934,7 @@ function pendingPorts(
     // Routed (no NAT): the host address is replaced with the unspecified one (§1.3).
     const ipFor = (family: 4 | 6, m: ResolvedPort['mode']) =>
       m === 'routed' || (family === 6 && both) ? (family === 4 ? '0.0.0.0' : '::') : hostIp;
-    const fixed =
-      sp.published !== undefined &&
-      (sp.publishedEnd === undefined || sp.publishedEnd - sp.published === sp.targetEnd - sp.target);
+    const fixed = isFixed(sp);
     for (let offset = 0; offset < n; offset++) {
       const targets: Mutable<PendingPort['targets']> = [];
       if (want4 && gw4?.ipv4) {

@@ -121,9 +121,9 @@ describe('incremental planning oracle', () => {
     const newCtr = (): Ctr => ({
       nets: pick([['n0'], ['n0'], ['n0', 'n1'], ['n1'], []]),
       port: ports++,
-      ephemeral: rnd() < 0.15,
+      ephemeral: rnd() < 0.04,
       alias: rnd() < 0.3 ? `al${int(5)}` : undefined,
-      ip: rnd() < 0.1 ? 2 + int(16) : undefined,
+      ip: rnd() < 0.2 ? 2 + int(16) : undefined,
     });
     const w: World = { ipv6: false, icc: true, internal: false, dns: false, containers: new Map() };
     for (let i = 0; i < 8; i++) w.containers.set(`c${serial++}`, newCtr());
@@ -134,12 +134,13 @@ describe('incremental planning oracle', () => {
     let resolvConf = RESOLV[0]!;
     let failures = 0;
     let patchedSteps = 0;
+    let patchedResolves = 0;
     for (let step = 0; step < 2000; step++) {
       // An edit of the manifest, most of the time one container (undone if the loader refuses it).
       const before = structuredClone(w);
       const names = [...w.containers.keys()];
       const r = rnd();
-      if (r < 0.25 && w.containers.size < 16) {
+      if (r < 0.25 && w.containers.size < 20) {
         // Added at the end, or in the middle (the containers after it move down).
         const entries = [...w.containers];
         entries.splice(rnd() < 0.7 ? entries.length : int(entries.length + 1), 0, [`c${serial++}`, newCtr()]);
@@ -147,8 +148,8 @@ describe('incremental planning oracle', () => {
       } else if (r < 0.45 && names.length) w.containers.delete(pick(names));
       else if (r < 0.6 && names.length) {
         const c = w.containers.get(pick(names))!;
-        const what = int(5);
-        if (what === 0) c.nets = pick([['n0'], ['n1'], ['n0', 'n1'], []]);
+        const what = int(6);
+        if (what === 0 || what === 5) c.nets = pick([['n0'], ['n1'], ['n0', 'n1'], []]);
         else if (what === 1) c.port = ports++;
         else if (what === 2) c.alias = rnd() < 0.5 ? `al${int(5)}` : undefined;
         else if (what === 3) c.ip = rnd() < 0.5 ? 2 + int(16) : undefined;
@@ -200,6 +201,8 @@ describe('incremental planning oracle', () => {
       }
       // Orders that texts and listings follow.
       expect(Object.keys(x.r.containers)).toEqual(Object.keys(y.r.containers));
+      // (Records patched by intern.ts patchRecord have no prototype.)
+      if (Object.getPrototypeOf(x.r.containers) === null) patchedResolves++;
       if (got && got.d.veths !== actual.veths && Object.getPrototypeOf(got.d.veths) === null) patchedSteps++;
 
       // The kernel after this step.
@@ -233,7 +236,8 @@ describe('incremental planning oracle', () => {
       }
     }
     // The run did go through failures and through the patching paths.
-    expect(failures).toBeGreaterThan(20);
+    expect(failures).toBeGreaterThan(10);
     expect(patchedSteps).toBeGreaterThan(500);
+    expect(patchedResolves).toBeGreaterThan(300);
   });
 });
