@@ -229,11 +229,11 @@ function apply(last: Last, delta: Delta, read: ReadResult, claims: PortClaims): 
   const live = delta.changes.filter((c) => c.placed);
   // Phases 2 and 3.
   if (!schemaValid(live, sources)) return undefined;
-  const canon = new Map<string, CanonContainer>();
+  const canon = new Map<Change, CanonContainer>();
   for (const c of live) {
     const r = canonicalContainer(c.file.path, c.section, c.name, c.placed!.piece.value, sources);
     if (r.problems.length > 0) return undefined;
-    canon.set(c.name, r.container);
+    canon.set(c, r.container);
   }
   if (!mergeChanges(last, delta, canon, read.files)) return undefined;
   const model = last.model;
@@ -250,7 +250,7 @@ function apply(last: Last, delta: Delta, read: ReadResult, claims: PortClaims): 
   const base = { ...last.spec, networks };
   const dns = dnsDefaults(daemon);
   const built = new Map<string, ContainerSpec>();
-  for (const [name, c] of canon) {
+  for (const [{ name }, c] of canon) {
     const b = defaultContainer(c, daemon, dns, sources);
     built.set(name, b.spec);
     setOrDelete(last.builtWarnings, name, b.warnings);
@@ -335,7 +335,7 @@ function schemaValid(live: readonly Change[], sources: Sources): boolean {
 function mergeChanges(
   last: Last,
   delta: Delta,
-  canon: ReadonlyMap<string, CanonContainer>,
+  canon: ReadonlyMap<Change, CanonContainer>,
   files: readonly ParsedFile[],
 ): boolean {
   const defs = last.model.containers as Map<string, readonly CanonContainer[]>;
@@ -351,7 +351,7 @@ function mergeChanges(
   for (const c of delta.changes) {
     if (!c.placed) continue;
     if (defs.has(c.name) && !ours(c)) return false;
-    defs.set(c.name, [canon.get(c.name)!]);
+    defs.set(c.name, [canon.get(c)!]);
   }
   if (delta.inPlace) return true;
   // In merged order: files in order, each file's containers, then its services.

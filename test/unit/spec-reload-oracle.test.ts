@@ -219,7 +219,12 @@ class Edits {
     else if (roll < 0.94) w.whole = !w.whole;
     else if (roll < 0.95) w.services = !w.services;
     else if (roll < 0.96) w.containersFirst = !w.containersFirst;
-    else if (roll < 0.975 && f.length) {
+    else if (roll < 0.97) {
+      // One new name in both files at once (with nothing else that clashes).
+      const c: Ctr = { name: `c${this.next++}`, nets: ['n0'], ports: [] };
+      w.files[0].push(c);
+      w.files[1].push({ ...c });
+    } else if (roll < 0.98 && f.length) {
       // Moved to the other file (or, now and then, defined in both).
       const c = f[Math.floor(this.r() * f.length)]!;
       const other = w.files[f === w.files[0] ? 1 : 0];
@@ -338,6 +343,27 @@ describe('reloading after an edit', () => {
     },
     60_000,
   );
+
+  it('finds a name that one save adds to two files', () => {
+    const load = daemonLoader();
+    const a = (more: string) => ({
+      path: '/m/a.yaml',
+      text: `networks:\n  n0: {}\ncontainers:\n  x: {}\n${more}`,
+    });
+    const b = (more: string) => ({ path: '/m/b.yaml', text: `containers:\n  y: {}\n${more}` });
+    for (const files of [
+      [a(''), b('')],
+      [a('  dup: {}\n'), b('  dup: {}\n')],
+      [a(''), b('')],
+      [a('  dup: { networks: [n0] }\n'), b('  dup: {}\n')],
+    ]) {
+      expectSame(
+        outcome(() => load(files)),
+        outcome(() => loadSpecFromStrings(files)),
+        () => files.map((f) => f.text).join('---\n'),
+      );
+    }
+  });
 
   it('counts the containers on a network as they come and go past 1000 and 1023', () => {
     const text = (n: number) =>
