@@ -4,7 +4,7 @@
  * updates (dependency order), then the nft changes.
  */
 
-import { patchedKeys } from '../model/intern.js';
+import { listChanges, patchedKeys } from '../model/intern.js';
 import { type KernelState, linkOn, type NamespaceState, type VethState } from '../model/state.js';
 import type { Action, LinkChange, Plan } from './plan.js';
 
@@ -125,7 +125,8 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     for (const set of keys(dn.sets)) {
       const want = dn.sets[set]!;
       const have = fresh ? [] : (an.sets[set] ?? []);
-      const [gone, added] = sortedDifferences(have, want) ?? [minus(have, want), minus(want, have)];
+      const [gone, added] = listChanges(have, want) ??
+        sortedDifferences(have, want) ?? [minus(have, want), minus(want, have)];
       for (const key of gone) nft.push({ op: 'nft.element.delete', table, set, key });
       for (const key of added) nft.push({ op: 'nft.element.add', table, set, key });
     }

@@ -147,7 +147,7 @@ export function resolverOf(
   return {
     // The index's text (JSON.stringify of a ResolverIndex) from kept texts: thousands of
     // part hashes and proxies, nearly all the same from one edit to the next.
-    config: `{"dns":${JSON.stringify(dns)},"parts":${hashesJson(hashes)},"proxies":[${proxies.map(compactJson).join(',')}]}\n`,
+    config: `{"dns":${JSON.stringify(dns)},"parts":${hashesJson(hashes)},"proxies":${proxiesJson(proxies)}}\n`,
     running: true,
     parts,
     partHashes: hashes,
@@ -172,6 +172,27 @@ function hashesJson(hashes: Readonly<Record<string, string>>): string {
   }
   const text = `{${[...entries.values()].join(',')}}`;
   lastHashes = { record: hashes, text, entries };
+  return text;
+}
+
+/**
+ * The last proxy list written as text, with each proxy's text: a list that keeps most of
+ * its proxies (in the same order: loopbackProxies sorts them) reuses their texts.
+ */
+let lastProxies: { list: readonly ProxySpec[]; texts: readonly string[]; text: string } | undefined;
+
+function proxiesJson(list: readonly ProxySpec[]): string {
+  if (lastProxies?.list === list) return lastProxies.text;
+  const old = lastProxies?.list ?? [];
+  const oldTexts = lastProxies?.texts ?? [];
+  const texts: string[] = [];
+  let i = 0;
+  for (const p of list) {
+    while (i < old.length && old[i] !== p && proxyOrder(old[i]!, p) < 0) i++;
+    texts.push(old[i] === p ? oldTexts[i++]! : compactJson(p));
+  }
+  const text = `[${texts.join(',')}]`;
+  lastProxies = { list, texts, text };
   return text;
 }
 

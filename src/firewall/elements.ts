@@ -2,7 +2,7 @@
  * The elements each nft set and map should hold for a resolved world. Pure.
  * Key strings follow nft's text: "a . b . c" for concatenations, "key : value" for maps.
  */
-import { ObjectMemo, sameItems } from '../model/intern.js';
+import { notePatchedList, ObjectMemo, sameItems } from '../model/intern.js';
 import { canonicalIp } from '../model/ip.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import { SETS } from './rules.js';
@@ -94,8 +94,9 @@ export function patchedSets(
     }
     if (!out.size && !put.length) continue;
     sets ??= { ...prev };
-    const kept = out.size ? prev[set]!.filter((k) => !out.has(k)) : prev[set]!;
-    sets[set] = Object.freeze(mergeSorted(kept, put.sort()));
+    const gone = [...out].sort();
+    sets[set] = Object.freeze(edited(prev[set]!, gone, put.sort()));
+    notePatchedList(prev[set]!, sets[set]!, gone, put);
   }
   if (!sets) return prev;
   lastWorld = { sets, counts };
@@ -125,6 +126,24 @@ export function sortedSet(name: string, raw: string[]): string[] {
   Object.freeze(sorted);
   lastSets.set(name, { raw, sorted, members });
   return sorted;
+}
+
+/** An ascending list without some of its items and with others, by binary search (a few of thousands). */
+function edited(list: readonly string[], gone: readonly string[], added: readonly string[]): string[] {
+  const out = list.slice();
+  const at = (x: string) => {
+    let lo = 0;
+    let hi = out.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (out[mid]! < x) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  for (const x of gone) out.splice(at(x), 1);
+  for (const x of added) out.splice(at(x), 0, x);
+  return out;
 }
 
 /** Two ascending lists with no element in common, as one ascending list. */

@@ -181,3 +181,28 @@ export function recordChanges(
   }
   return out;
 }
+
+/** Sorted lists made from another by taking some items out and putting others in. */
+const listPatches = new WeakMap<
+  readonly string[],
+  { readonly from: readonly string[]; readonly gone: readonly string[]; readonly added: readonly string[] }
+>();
+
+/** Remembers that `to` is `from` without `gone` and with `added` (items of neither list in both). */
+export function notePatchedList(
+  from: readonly string[],
+  to: readonly string[],
+  gone: readonly string[],
+  added: readonly string[],
+): void {
+  listPatches.set(to, { from, gone, added });
+}
+
+/** [items of `from` not in `to`, items of `to` not in `from`] when `to` was noted as patched from `from`. */
+export function listChanges(
+  from: readonly string[],
+  to: readonly string[],
+): readonly [readonly string[], readonly string[]] | undefined {
+  const p = listPatches.get(to);
+  return p?.from === from ? [p.gone, p.added] : undefined;
+}

@@ -408,13 +408,11 @@ function patched(prev: Ipam, spec: Spec, actual: KernelState, host: HostFacts): 
   for (const name of prev.entangled) if (!changed.has(name)) return undefined;
 
   // The changed containers that remain, in the manifest's order.
-  const order = Object.keys(spec.containers);
-  const at = changed.size > 16 ? new Map(order.map((k, i) => [k, i])) : undefined;
-  const ctrs = [...changed]
-    .filter((k) => Object.hasOwn(spec.containers, k))
-    .map((k) => [at ? at.get(k)! : order.indexOf(k), spec.containers[k]!] as const)
-    .sort((a, b) => a[0] - b[0])
-    .map(([, c]) => c);
+  const ctrs = [...changed].filter((k) => Object.hasOwn(spec.containers, k)).map((k) => spec.containers[k]!);
+  if (ctrs.length > 1) {
+    const at = new Map(Object.keys(spec.containers).map((k, i) => [k, i]));
+    ctrs.sort((a, b) => at.get(a.name)! - at.get(b.name)!);
+  }
   if (ctrs.some(wantsEphemeral)) return undefined;
   const { pools, held, entangled } = prev;
   for (const name of changed) {
