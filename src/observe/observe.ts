@@ -48,7 +48,7 @@ export interface Observation {
   readonly foreign: {
     readonly hostLinks: readonly string[];
     readonly netns: readonly string[];
-    /** container → interface names in its namespace that tether did not make. */
+    /** container → interface names in its namespace that tether did not make (when it has any). */
     readonly nsLinks: Readonly<Record<string, readonly string[]>>;
   };
 }
@@ -393,7 +393,7 @@ export function namespacesPart(
       continue;
     }
     namespaces[ns.state.container] = ns.state;
-    nsLinks[ns.state.container] = ns.foreign;
+    if (ns.foreign.length) nsLinks[ns.state.container] = ns.foreign;
     kinds?.set(t.path, { container: ns.state.container });
   }
   return { namespaces, foreign: foreign.sort(), nsLinks };
@@ -458,7 +458,7 @@ export function patchNamespacesPart(
   for (const [path, x] of now) {
     if (x?.state) {
       nsChanges.set(x.state.state.container, x.state.state);
-      linkChanges.set(x.state.state.container, x.state.foreign);
+      linkChanges.set(x.state.state.container, x.state.foreign.length ? x.state.foreign : undefined);
     } else if (x && 'foreign' in x.kind) foreignNew.push(x.kind.foreign);
     if (x) kinds.set(path, x.kind);
     else kinds.delete(path);
