@@ -108,8 +108,8 @@ function full(r: Resolved, hostResolvConf: string, setting: DnsSetting): Last {
  * networks' elements are the same); undefined when it cannot be patched.
  */
 function patched(prev: Last, r: Resolved, setting: DnsSetting): Last | undefined {
-  if (prev.r === r) return prev;
   if (r.instance !== prev.r.instance || setting.key !== prev.setting.key) return undefined;
+  if (prev.r === r) return prev;
   if (recordChanges(prev.r.networks, r.networks)?.length !== 0) return undefined;
   const changed = recordChanges(prev.r.containers, r.containers);
   if (!changed) return undefined;

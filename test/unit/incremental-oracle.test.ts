@@ -241,3 +241,16 @@ describe('incremental planning oracle', () => {
     expect(patchedResolves).toBeGreaterThan(300);
   });
 });
+
+describe('desiredState of one resolved world', () => {
+  it('follows the host resolv.conf it is given', () => {
+    const spec = loadSpecFromStrings([
+      { path: '/m/m.yaml', text: 'networks:\n  n0: {}\ncontainers:\n  a: { networks: [n0] }\n  b: {}\n' },
+    ]);
+    const r = resolve(spec, 'same', EMPTY_STATE, host);
+    const first = desiredState(r, RESOLV[0]!);
+    const second = desiredState(r, RESOLV[1]!);
+    expect(second).not.toEqual(first);
+    expect(desiredState(r, RESOLV[0]!)).toEqual(first);
+  });
+});
