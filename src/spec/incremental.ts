@@ -24,7 +24,7 @@ import {
   PortClaims,
 } from './consistency.js';
 import { type DefaultsResult, defaultContainer, defaultNetworks, dnsDefaults } from './defaults.js';
-import { dictionary, type PieceSection, type PlacedPiece } from './pieces.js';
+import type { PieceSection, PlacedPiece } from './pieces.js';
 import { manifestFiles, type ParsedFile, type ReadResult, Sources, sortByPlace } from './read.js';
 import { validateSchema } from './schema.js';
 
@@ -264,7 +264,7 @@ function apply(last: Last, delta: Delta, read: ReadResult, claims: PortClaims): 
     for (const name of model.containers.keys()) specs.set(name, built.get(name) ?? before[name]!);
     last.specs = specs;
   }
-  const containers = dictionary<ContainerSpec>();
+  const containers: Record<string, ContainerSpec> = {};
   for (const [name, ct] of last.specs) containers[name] = ct;
 
   // Phase 5: the changed containers' own checks, and the indexes across containers.

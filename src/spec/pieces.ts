@@ -150,7 +150,7 @@ export function parsePieces(text: string, cache: ReadonlyMap<string, Piece>): Pi
     }
     if (head.piece.value !== null) return undefined;
     const entries = new Map<string, PlacedPiece>();
-    const value = dictionary<unknown>();
+    const value: Record<string, unknown> = {};
     for (const e of s.entries) {
       const p = get(e);
       if (!p || entries.has(p.piece.key)) return undefined;
@@ -161,16 +161,6 @@ export function parsePieces(text: string, cache: ReadonlyMap<string, Piece>): Pi
     data[head.piece.key] = value;
   }
   return { sections, data, pieces: used };
-}
-
-/**
- * An empty record in V8's dictionary mode: filling an ordinary `{}` with a thousand keys
- * walks a new hidden class per key, several times slower than a hash table.
- */
-export function dictionary<T>(): Record<string, T> {
-  const o: Record<string, unknown> = { _: 0 };
-  delete o._;
-  return o as Record<string, T>;
 }
 
 function parsePiece(text: string): Piece | undefined {
