@@ -38,8 +38,7 @@ import {
 import { NETNS_DIR, type NsView } from '../kernel/netns.js';
 import { nftListTable, nftWriterPids } from '../kernel/nft.js';
 import { cString, eachAttr, parseAddr, parseLink, parseRoute, type RtMessage } from '../kernel/rtparse.js';
-import { patchRecord } from '../model/delta.js';
-import { sameData } from '../model/intern.js';
+import { patchRecord, sameData } from '../model/intern.js';
 import { netnsName, nftTableName, parseAlias } from '../model/names.js';
 import type { NftState } from '../model/state.js';
 import {
@@ -673,7 +672,7 @@ export class LiveObserver {
           changes.set(p, undefined);
         }
       }
-      // A patched copy that knows its changed paths (model/delta.ts).
+      // A patched copy that knows its changed paths (intern.ts patchRecord).
       this.files = patchRecord(this.files, changes);
     }
     this.staleFiles.clear();

@@ -23,8 +23,7 @@ import type { HostNetlink, NlAddr, NlLink, NlRoute } from '../kernel/netlink.js'
 import { listNetns, NETNS_DIR, type NsView, readNs } from '../kernel/netns.js';
 import { nftListTable } from '../kernel/nft.js';
 import { readSysctl } from '../kernel/sysctl.js';
-import { patchRecord } from '../model/delta.js';
-import { ObjectMemo, sameData } from '../model/intern.js';
+import { ObjectMemo, patchRecord, sameData } from '../model/intern.js';
 import { maskedCidr } from '../model/ip.js';
 import { nftTableName, parseAlias } from '../model/names.js';
 import type {

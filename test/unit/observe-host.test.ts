@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import type { NlAddr, NlLink, NlRoute } from '../../src/kernel/netlink.js';
 import type { NsView } from '../../src/kernel/netns.js';
-import { keysChanged } from '../../src/model/delta.js';
+import { patchedKeys } from '../../src/model/intern.js';
 import { epAlias, netAlias, nsAlias } from '../../src/model/names.js';
 import {
   type HostPart,
@@ -93,10 +93,9 @@ describe('patchHostPart', () => {
         patchedSteps++;
         expect(patched).toEqual(fresh);
         // The veths record knows which of its keys changed.
-        const changed = keysChanged(part.veths, patched.veths);
-        expect(changed).toBeDefined();
+        const changed = new Set(patchedKeys(part.veths, patched.veths));
         for (const name of new Set([...Object.keys(part.veths), ...Object.keys(patched.veths)]))
-          if (part.veths[name] !== patched.veths[name]) expect(changed!.has(name)).toBe(true);
+          if (part.veths[name] !== patched.veths[name]) expect(changed.has(name)).toBe(true);
         part = patched;
       } else {
         kinds = new Map();
@@ -175,7 +174,7 @@ describe('patchNamespacesPart', () => {
       if (patched) {
         patchedSteps++;
         expect(patched).toEqual(fresh);
-        const changed = keysChanged(part.namespaces, patched.namespaces)!;
+        const changed = new Set(patchedKeys(part.namespaces, patched.namespaces));
         for (const c of new Set([...Object.keys(part.namespaces), ...Object.keys(patched.namespaces)]))
           if (part.namespaces[c] !== patched.namespaces[c]) expect(changed.has(c)).toBe(true);
         part = patched;
