@@ -91,7 +91,7 @@ function observed(prev: KernelState, now: KernelState): KernelState {
 }
 
 describe('incremental planning oracle', () => {
-  it('gives what a from-scratch resolve, desired state and diff give, over 2000 random steps', async () => {
+  it('gives what a from-scratch resolve, desired state and diff give, over 1200 random steps', async () => {
     vi.resetModules();
     const other = {
       resolve: (await import('../../src/spec/ipam.js')).resolve,
@@ -135,7 +135,7 @@ describe('incremental planning oracle', () => {
     let failures = 0;
     let patchedSteps = 0;
     let patchedResolves = 0;
-    for (let step = 0; step < 2000; step++) {
+    for (let step = 0; step < 1200; step++) {
       // An edit of the manifest, most of the time one container (undone if the loader refuses it).
       const before = structuredClone(w);
       const names = [...w.containers.keys()];
@@ -208,13 +208,13 @@ describe('incremental planning oracle', () => {
       // The kernel after this step.
       const k = rnd();
       const d = got!.d;
-      if (k < 0.45) actual = d;
-      else if (k < 0.75) actual = observed(actual, d);
-      else if (k < 0.85 && Object.keys(actual.veths).length) {
+      if (k < 0.4) actual = d;
+      else if (k < 0.65) actual = observed(actual, d);
+      else if (k < 0.73 && Object.keys(actual.veths).length) {
         const veths = { ...actual.veths };
         delete veths[pick(Object.keys(veths))];
         actual = { ...actual, veths };
-      } else if (k < 0.9 && Object.keys(actual.namespaces).length) {
+      } else if (k < 0.78 && Object.keys(actual.namespaces).length) {
         const gone = pick(Object.keys(actual.namespaces));
         const namespaces = { ...actual.namespaces };
         delete namespaces[gone];
@@ -222,7 +222,7 @@ describe('incremental planning oracle', () => {
           Object.entries(actual.veths).filter(([, v]) => v.container !== gone),
         );
         actual = { ...actual, namespaces, veths };
-      } else if (k < 0.97 && Object.keys(actual.namespaces).length) {
+      } else if (k < 0.96 && Object.keys(actual.namespaces).length) {
         // Another address, or a link down, in one namespace.
         const c = pick(Object.keys(actual.namespaces));
         const ns = actual.namespaces[c]!;
@@ -236,9 +236,9 @@ describe('incremental planning oracle', () => {
       }
     }
     // The run did go through failures and through the patching paths.
-    expect(failures).toBeGreaterThan(10);
-    expect(patchedSteps).toBeGreaterThan(500);
-    expect(patchedResolves).toBeGreaterThan(300);
+    expect(failures).toBeGreaterThan(5);
+    expect(patchedSteps).toBeGreaterThan(300);
+    expect(patchedResolves).toBeGreaterThan(150);
   });
 });
 
