@@ -1,4 +1,7 @@
-/** The desired KernelState, derived from the resolved world. Pure. */
+/**
+ * The desired KernelState, derived from the resolved world. Pure: after an edit the last
+ * state is patched for the containers that changed, giving what a full derivation gives.
+ */
 
 import {
   type DnsEndpoint,

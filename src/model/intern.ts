@@ -1,8 +1,9 @@
 /**
- * Keeping yesterday's objects: the daemon recomputes its desired world from scratch on
- * every edit, and the later stages (desired state, diff) remember their work per object
- * identity. Interning a freshly computed record against the previous one hands them the
- * previous object wherever nothing changed, so one edit costs one container's work.
+ * Keeping yesterday's objects: after an edit the daemon's stages (resolve, desired state,
+ * diff) remember their work per object identity. Interning a freshly computed record
+ * against the previous one hands them the previous object wherever nothing changed; a
+ * record patched from the previous one (patchRecord) also tells the next stage which
+ * entries changed, so one edit costs one container's work.
  */
 
 /** Structural equality of plain data: objects (own enumerable keys), arrays, primitives. */

@@ -10,7 +10,9 @@
  * - Container addresses: static ones as given; then addresses already on the kernel are
  *   kept; then the lowest free address of ip_range (or the subnet).
  *
- * Pure: observed facts come in as arguments.
+ * Pure: observed facts come in as arguments. After an edit, the containers that changed
+ * get their addresses in the pools as the last resolve left them (see patched), when that
+ * gives what a full resolve gives.
  */
 import { SpecError, type SpecProblem } from '../model/errors.js';
 import {
