@@ -52,10 +52,18 @@ export function openEngine(instance: string, opts: { live?: boolean } = {}): Eng
   };
 }
 
-function attachedOf(spec: Spec | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const c of Object.values(spec?.containers ?? {}))
-    if (c.netns && c.mode !== 'host') out[c.name] = c.netns;
+/** Per spec (the daemon observes twice or more per spec, 1000 containers each). */
+const attachedBySpec = new WeakMap<Spec, Readonly<Record<string, string>>>();
+const NO_SPEC: Readonly<Record<string, string>> = Object.freeze({});
+
+function attachedOf(spec: Spec | undefined): Readonly<Record<string, string>> {
+  if (!spec) return NO_SPEC;
+  let out = attachedBySpec.get(spec);
+  if (!out) {
+    const found: Record<string, string> = {};
+    for (const c of Object.values(spec.containers)) if (c.netns && c.mode !== 'host') found[c.name] = c.netns;
+    attachedBySpec.set(spec, (out = found));
+  }
   return out;
 }
 

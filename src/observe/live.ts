@@ -780,7 +780,7 @@ export class LiveObserver {
     if (
       !this.checkNext &&
       last &&
-      this.unchanged(last.stamp, targets, key) &&
+      this.unchanged(last.stamp, key) &&
       !directFactsChanged(this.instance, last.observation)
     ) {
       this.stats.observationsReused++;
@@ -862,10 +862,10 @@ export class LiveObserver {
    * waiting to be read again: that observation is still the kernel's state, but for the
    * facts read directly every time (observe.ts directFactsChanged), which the caller compares.
    */
-  private unchanged(stamp: ObservedStamp, targets: readonly NsTarget[], key: string): boolean {
+  private unchanged(stamp: ObservedStamp, key: string): boolean {
     return (
       // Attached namespaces have no listener: only reading them tells.
-      !targets.some((t) => t.container) &&
+      this.attachedPaths.size === 0 &&
       stamp.generation === this.generation &&
       !this.pending() &&
       this.staleFiles.size === 0 &&
