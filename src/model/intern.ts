@@ -90,12 +90,18 @@ export function internRecord<T>(
 }
 
 /**
- * Records made by patching an earlier one, each with the record it was patched from and
- * the keys whose entries differ. The desired world holds records of one entry per
- * container; after an edit a stage patches the few entries that changed, and the stage
- * after it asks patchedKeys which ones those are instead of visiting every entry.
+ * Records made by patching an earlier one: per record, the records it was patched from
+ * (nearest first, a few at most) with the keys whose entries differ from each. The desired
+ * world holds records of one entry per container; after an edit a stage patches the few
+ * entries that changed, and the stage after it asks patchedKeys which ones those are
+ * instead of visiting every entry. The earlier records are held weakly: a chain of
+ * patches keeps no record alive.
  */
-const patches = new WeakMap<object, { readonly from: object; readonly keys: readonly string[] }>();
+const patches = new WeakMap<
+  object,
+  readonly { readonly from: WeakRef<object>; readonly keys: readonly string[] }[]
+>();
+const MAX_PATCHES = 4;
 
 /**
  * The entries of the last record of each chain of patches, in its order: a record is
@@ -134,7 +140,11 @@ export function patchRecord<T>(
   const out: Record<string, T> = Object.create(null);
   for (const [k, v] of entries) out[k] = v;
   entriesOf.set(out, entries);
-  patches.set(out, { from: base, keys });
+  const before = patches.get(base) ?? [];
+  patches.set(out, [
+    { from: new WeakRef(base), keys },
+    ...before.slice(0, MAX_PATCHES - 1).map((p) => ({ from: p.from, keys: [...keys, ...p.keys] })),
+  ]);
   return out;
 }
 
@@ -146,15 +156,8 @@ export function patchRecord<T>(
  */
 export function patchedKeys(from: object, to: object, depth = 1): readonly string[] | undefined {
   if (from === to) return [];
-  const found: (readonly string[])[] = [];
-  for (let x = to; found.length < depth; ) {
-    const p = patches.get(x);
-    if (!p) return undefined;
-    found.push(p.keys);
-    if (p.from === from) return found.length === 1 ? p.keys : found.flat();
-    x = p.from;
-  }
-  return undefined;
+  const found = patches.get(to)?.slice(0, depth);
+  return found?.find((p) => p.from.deref() === from)?.keys;
 }
 
 /**
@@ -183,10 +186,14 @@ export function recordChanges(
   return out;
 }
 
-/** Sorted lists made from another by taking some items out and putting others in. */
+/** Sorted lists made from another (held weakly) by taking some items out and putting others in. */
 const listPatches = new WeakMap<
   readonly string[],
-  { readonly from: readonly string[]; readonly gone: readonly string[]; readonly added: readonly string[] }
+  {
+    readonly from: WeakRef<readonly string[]>;
+    readonly gone: readonly string[];
+    readonly added: readonly string[];
+  }
 >();
 
 /** Remembers that `to` is `from` without `gone` and with `added` (items of neither list in both). */
@@ -196,7 +203,7 @@ export function notePatchedList(
   gone: readonly string[],
   added: readonly string[],
 ): void {
-  listPatches.set(to, { from, gone, added });
+  listPatches.set(to, { from: new WeakRef(from), gone, added });
 }
 
 /** [items of `from` not in `to`, items of `to` not in `from`] when `to` was noted as patched from `from`. */
@@ -205,5 +212,5 @@ export function listChanges(
   to: readonly string[],
 ): readonly [readonly string[], readonly string[]] | undefined {
   const p = listPatches.get(to);
-  return p?.from === from ? [p.gone, p.added] : undefined;
+  return p?.from.deref() === from ? [p.gone, p.added] : undefined;
 }
