@@ -164,7 +164,9 @@ let lastHashes: { record: object; text: string; entries: Map<string, string> } |
 
 function hashesJson(hashes: Readonly<Record<string, string>>): string {
   if (lastHashes?.record === hashes) return lastHashes.text;
-  const changed = lastHashes && patchedKeys(lastHashes.record, hashes);
+  // (A new key that is an array index goes ahead of the others in the record, not last.)
+  let changed = lastHashes && patchedKeys(lastHashes.record, hashes);
+  if (changed?.some(isIndex)) changed = undefined;
   const entries = changed ? lastHashes!.entries : new Map<string, string>();
   for (const k of changed ?? Object.keys(hashes)) {
     if (Object.hasOwn(hashes, k)) entries.set(k, `${JSON.stringify(k)}:${JSON.stringify(hashes[k])}`);
@@ -174,6 +176,9 @@ function hashesJson(hashes: Readonly<Record<string, string>>): string {
   lastHashes = { record: hashes, text, entries };
   return text;
 }
+
+/** A key that objects hold as an array index: "0" to "4294967294" without leading zeros. */
+const isIndex = (k: string) => /^(0|[1-9]\d{0,9})$/.test(k) && Number(k) < 4294967295;
 
 /**
  * The last proxy list written as text, with each proxy's text: a list that keeps most of

@@ -152,7 +152,8 @@ export function patchRecord<T>(
  * The keys whose entries differ between `from` and `to`, when `to` was made from `from`
  * by at most `depth` patchRecord calls (a key may be listed more than once); undefined
  * when it was not. With depth 1, `to` holds `from`'s kept keys in their order and its new
- * keys after them, in the order listed.
+ * keys after them, in the order listed (except for keys that are array indexes, which
+ * objects hold first, in ascending order).
  */
 export function patchedKeys(from: object, to: object, depth = 1): readonly string[] | undefined {
   if (from === to) return [];

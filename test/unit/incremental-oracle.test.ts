@@ -14,7 +14,8 @@
 import { describe, expect, it, vi } from 'vitest';
 import { desiredState } from '../../src/diff/desired.js';
 import { diff } from '../../src/diff/diff.js';
-import { sameData } from '../../src/model/intern.js';
+import { resolverOf } from '../../src/dns/config.js';
+import { patchRecord, sameData } from '../../src/model/intern.js';
 import type { Spec } from '../../src/model/spec.js';
 import { EMPTY_STATE, type KernelState, type NamespaceState } from '../../src/model/state.js';
 import { resolve } from '../../src/spec/ipam.js';
@@ -126,7 +127,9 @@ describe('incremental planning oracle', () => {
       ip: rnd() < 0.2 ? 2 + int(16) : undefined,
     });
     const w: World = { ipv6: false, icc: true, internal: false, dns: false, containers: new Map() };
-    for (let i = 0; i < 8; i++) w.containers.set(`c${serial++}`, newCtr());
+    // Some names are array indexes, which records hold ahead of the others.
+    const newName = () => (rnd() < 0.15 ? `${serial++}` : `c${serial++}`);
+    for (let i = 0; i < 8; i++) w.containers.set(newName(), newCtr());
 
     const parsed = new Map();
     const pieces = new Map();
@@ -143,7 +146,7 @@ describe('incremental planning oracle', () => {
       if (r < 0.25 && w.containers.size < 20) {
         // Added at the end, or in the middle (the containers after it move down).
         const entries = [...w.containers];
-        entries.splice(rnd() < 0.7 ? entries.length : int(entries.length + 1), 0, [`c${serial++}`, newCtr()]);
+        entries.splice(rnd() < 0.7 ? entries.length : int(entries.length + 1), 0, [newName(), newCtr()]);
         w.containers = new Map(entries);
       } else if (r < 0.45 && names.length) w.containers.delete(pick(names));
       else if (r < 0.6 && names.length) {
@@ -252,5 +255,22 @@ describe('desiredState of one resolved world', () => {
     const second = desiredState(r, RESOLV[1]!);
     expect(second).not.toEqual(first);
     expect(desiredState(r, RESOLV[0]!)).toEqual(first);
+  });
+});
+
+describe('the resolver index of patched part hashes', () => {
+  it("is JSON.stringify's text, also when a patch adds a key that is an array index", () => {
+    let hashes: Readonly<Record<string, string>> = { b: '1', a: '2' };
+    for (const [k, v] of [
+      ['c', '3'],
+      ['7', '4'],
+      ['a', undefined],
+      ['10', '5'],
+      ['b', '6'],
+    ] as const) {
+      hashes = patchRecord(hashes, new Map([[k, v]]));
+      const { config } = resolverOf(null, {}, hashes, []);
+      expect(config).toBe(`${JSON.stringify({ dns: null, parts: hashes, proxies: [] })}\n`);
+    }
   });
 });
