@@ -303,10 +303,15 @@ export function resolve(spec: Spec, instance: string, actual: KernelState, host:
   // Until it succeeds, nothing is left to patch: the pools are changed in place.
   lastIpam.delete(instance);
   const next =
-    (prev && patched(prev, spec, actual, host)) ?? full(spec, instance, actual, host, prev?.result);
+    (prev && patched(prev, spec, actual, host)) ??
+    full(spec, instance, actual, host, lastResults.get(instance));
   lastIpam.set(instance, next);
+  lastResults.set(instance, next.result);
   return next.result;
 }
+
+/** Each instance's last result, for interning (kept through a resolve that fails). */
+const lastResults = new Map<string, Resolved>();
 
 function full(
   spec: Spec,
