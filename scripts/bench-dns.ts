@@ -17,7 +17,7 @@ try {
     'networks:\n  net: {}\ncontainers:\n  a: { networks: [net] }\n  b: { networks: [net], ports: ["8080:80"] }\n',
   );
   s.tetherOk('apply', '-f', s.manifests);
-  const pid = Number(readFileSync(join(s.dir, 'run', s.instance, 'dns.pid'), 'utf8'));
+  const pid = Number(readFileSync(join(s.runDir, s.instance, 'dns.pid'), 'utf8'));
   const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
   const before = rss();
   const client = `

@@ -17,7 +17,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { listNetns } from '../src/kernel/netns.js';
 import { onLines } from '../test/helpers/process.js';
-import { Sandbox } from '../test/helpers/sandbox.js';
+import { Sandbox, tmpfsRunDir } from '../test/helpers/sandbox.js';
 import { soak } from './soak.js';
 
 if (process.argv.includes('--soak')) {
@@ -325,7 +325,7 @@ const rows: Row[] = [];
 for (const n of NS) {
   for (const nets of [1, 10]) {
     if (nets > n) continue;
-    const s = Sandbox.create({ uplink: false });
+    const s = Sandbox.create({ uplink: false, runDir: tmpfsRunDir() });
     try {
       s.write('m.yaml', manifest(n, nets));
       waitIdle();
@@ -432,7 +432,7 @@ const growth = rows
   });
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${sh('uname', ['-r']).trim()}, Node ${process.version}`;
 process.stdout.write(
-  `${md}\n\nThe first columns are measured inside one \`bin/tether apply\` (observe everything, plan, apply, verify); "whole command" adds process start-up. The daemon columns are the reconcile durations \`tether run\` logs for the same manifest edits (load, observe from its in-memory state, plan, apply, verify, record), each the median of 5; "first add 1" is the first edit after start, which also compiles the edit path, and the median add follows ${WARMUP_ADDS} warm-up adds and removals (kept in the JSON). Writes are kernel write operations. "lower bound add 1" adds one container to the stock-tools build (namespace, veth, address, route, nft element; median of 5). Every timed step starts on an idle machine (under 10% busy for 300 ms: the kernel cleans up deleted namespaces in the background); the bench waited ${(idleWaitMs / 1000).toFixed(1)} s for that in all.\n\n${growth.join('\n')}\n\nMachine: ${machine}\n`,
+  `${md}\n\nThe first columns are measured inside one \`bin/tether apply\` (observe everything, plan, apply, verify); "whole command" adds process start-up. The daemon columns are the reconcile durations \`tether run\` logs for the same manifest edits (load, observe from its in-memory state, plan, apply, verify, record), each the median of 5; "first add 1" is the first edit after start, which also compiles the edit path, and the median add follows ${WARMUP_ADDS} warm-up adds and removals (kept in the JSON). Writes are kernel write operations. "lower bound add 1" adds one container to the stock-tools build (namespace, veth, address, route, nft element; median of 5). The daemon's run directory is on tmpfs (/dev/shm), as /run is on a systemd host; its state directory on the machine's disk. Every timed step starts on an idle machine (under 10% busy for 300 ms: the kernel cleans up deleted namespaces in the background); the bench waited ${(idleWaitMs / 1000).toFixed(1)} s for that in all.\n\n${growth.join('\n')}\n\nMachine: ${machine}\n`,
 );
 writeFileSync(
   join(import.meta.dirname, '../bench-results.json'),

@@ -13,10 +13,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { onLines } from '../test/helpers/process.js';
-import { Sandbox } from '../test/helpers/sandbox.js';
+import { Sandbox, tmpfsRunDir } from '../test/helpers/sandbox.js';
 
 export async function soak(n: number, cycles: number): Promise<void> {
-  const s = Sandbox.create({ uplink: false });
+  const s = Sandbox.create({ uplink: false, runDir: tmpfsRunDir() });
   try {
     const lines = ['networks:', '  n: {}', 'containers:'];
     for (let i = 0; i < n; i++)
@@ -34,7 +34,7 @@ export async function soak(n: number, cycles: number): Promise<void> {
       if (line.includes('TETHER_I0502')) ready();
       if (line.includes('TETHER_I0501')) waiting?.(line);
     });
-    const sock = join(s.dir, 'run', s.instance, 'daemon.sock');
+    const sock = join(s.runDir, s.instance, 'daemon.sock');
     const status = () =>
       new Promise<any>((resolve) => {
         let out = '';

@@ -20,6 +20,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statfsSync,
   writeFileSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -75,6 +76,21 @@ process.on('exit', () => {
   for (const s of live) s.teardownSync();
 });
 
+/**
+ * A fresh directory on tmpfs for TETHER_RUN_DIR, as /run is on a systemd host (the bench
+ * and the soak use it: the resolver's index and parts there are rewritten on every edit);
+ * undefined when /dev/shm is not tmpfs.
+ */
+export function tmpfsRunDir(): string | undefined {
+  try {
+    if (statfsSync('/dev/shm').type === TMPFS_MAGIC) return mkdtempSync('/dev/shm/tether-run-');
+  } catch {
+    /* no /dev/shm */
+  }
+  return undefined;
+}
+const TMPFS_MAGIC = 0x01021994;
+
 export class Sandbox {
   readonly id = randomBytes(3).toString('hex');
   readonly instance = `t${this.id}`;
@@ -88,11 +104,23 @@ export class Sandbox {
   /** Processes started in the sandbox's namespaces (servers), killed at teardown by pid. */
   readonly procs = new Set<ChildProcess>();
 
-  static create(opts: { uplink?: boolean } = {}): Sandbox {
+  /** TETHER_RUN_DIR of this sandbox's tether (its own directory unless `create` was given one). */
+  runDir = join(this.dir, 'run');
+
+  /**
+   * `runDir`: a directory of the sandbox's own to use as TETHER_RUN_DIR instead of one
+   * under `dir` (the bench puts it on tmpfs, as /run is on a systemd host); removed at
+   * teardown.
+   */
+  static create(opts: { uplink?: boolean; runDir?: string } = {}): Sandbox {
     requireKernel();
     const s = new Sandbox();
     live.add(s);
     mkdirSync(s.manifests);
+    if (opts.runDir) {
+      mkdirSync(opts.runDir, { recursive: true });
+      s.runDir = opts.runDir;
+    }
     must('ip', ['netns', 'add', s.host]);
     must('ip', ['-n', s.host, 'link', 'set', 'lo', 'up']);
     if (opts.uplink ?? true) s.addUplink();
@@ -169,7 +197,7 @@ export class Sandbox {
       `--net=/run/netns/${this.host}`,
       'env',
       `TETHER_STATE_DIR=${join(this.dir, 'state')}`,
-      `TETHER_RUN_DIR=${join(this.dir, 'run')}`,
+      `TETHER_RUN_DIR=${this.runDir}`,
       ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
       TETHER,
       '--instance',
@@ -429,7 +457,7 @@ export class Sandbox {
     sh(cmd, rest);
     for (const n of this.instanceNetns()) sh('ip', ['netns', 'del', n]);
     // The resolver this instance started, if destroy could not stop it (by its recorded pid).
-    const pidFile = join(this.dir, 'run', this.instance, 'dns.pid');
+    const pidFile = join(this.runDir, this.instance, 'dns.pid');
     if (existsSync(pidFile)) {
       const pid = Number(readFileSync(pidFile, 'utf8'));
       const cmd = existsSync(`/proc/${pid}/cmdline`) ? readFileSync(`/proc/${pid}/cmdline`, 'utf8') : '';
@@ -443,6 +471,7 @@ export class Sandbox {
     if (this.hasUplink) sh('ip', ['netns', 'del', this.uplink]);
     if (this.hasNeighbour) sh('ip', ['netns', 'del', this.neighbour]);
     sh('ip', ['netns', 'del', this.host]);
+    rmSync(this.runDir, { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
   }
 

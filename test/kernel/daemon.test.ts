@@ -124,7 +124,7 @@ class Daemon {
 
   /** One JSON status document from the daemon's socket. */
   status(): Promise<any> {
-    const path = join(this.s.dir, 'run', this.s.instance, 'daemon.sock');
+    const path = join(this.s.runDir, this.s.instance, 'daemon.sock');
     return new Promise((resolve, reject) => {
       const c = createConnection(path);
       let text = '';

@@ -208,7 +208,7 @@ describe('drift repair by apply', () => {
       s.inNs(s.host, ['ip', 'link', 'set', veth, 'down']);
       s.inNs(s.ns('b'), ['ip', 'route', 'del', 'default']);
       s.inNs(s.host, ['nft', 'flush', 'set', 'inet', s.instance, 'masq4']);
-      const pid = Number(readFileSync(join(s.dir, 'run', s.instance, 'dns.pid'), 'utf8'));
+      const pid = Number(readFileSync(join(s.runDir, s.instance, 'dns.pid'), 'utf8'));
       process.kill(pid, 'SIGKILL');
       const drift = JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json'))
         .actions.map((a: any) => a.op)
