@@ -21,10 +21,11 @@ import {
   type WorldView,
 } from '../cli/views.js';
 import type { ApplyOutcome, Engine } from '../engine.js';
+import { patchedKeys, patchRecord } from '../model/intern.js';
 import { jsonFile } from '../model/json.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import type { Spec } from '../model/spec.js';
-import type { NamespaceState } from '../model/state.js';
+import type { KernelState, NamespaceState } from '../model/state.js';
 import { readJson, stateDir, syncPartFiles, writeText } from './store.js';
 
 export interface LastApply {
@@ -126,23 +127,43 @@ export async function recordApply(
   const created = new Map((before?.networks ?? []).map((n) => [n.Id, n.Created]));
   for (const n of networks) n.Created = created.get(n.Id) ?? n.Created;
 
-  const index: Record<string, string> = {};
   const changed: Record<string, string> = {};
   const had = before?.index ?? {};
-  for (const c of Object.values(resolved.containers)) {
-    const { text, hash } = containerText(resolved, c, namespaces[c.name]);
-    index[c.name] = hash;
-    if (had[c.name] !== hash) changed[c.name] = text;
+  let index: Readonly<Record<string, string>>;
+  let gone: string[] | undefined;
+  const edited = previous && editedSince(previous, resolved, namespaces);
+  if (edited) {
+    // The daemon after an edit: only the containers patched since its last record.
+    const changes = new Map<string, string | undefined>();
+    gone = [];
+    for (const name of edited) {
+      const c = resolved.containers[name];
+      if (!c) {
+        changes.set(name, undefined);
+        made.delete(name);
+        if (Object.hasOwn(had, name)) gone.push(name);
+        continue;
+      }
+      const { text, hash } = containerText(resolved, c, namespaces[name]);
+      changes.set(name, hash);
+      if (had[name] !== hash) changed[name] = text;
+    }
+    index = patchRecord(had, changes);
+  } else {
+    const all: Record<string, string> = {};
+    for (const c of Object.values(resolved.containers)) {
+      const { text, hash } = containerText(resolved, c, namespaces[c.name]);
+      all[c.name] = hash;
+      if (had[c.name] !== hash) changed[c.name] = text;
+    }
+    index = all;
+    if (made.size > 2 * Object.keys(index).length + 64)
+      for (const name of [...made.keys()]) if (!Object.hasOwn(index, name)) made.delete(name);
+    if (before) gone = Object.keys(had).filter((name) => !Object.hasOwn(index, name));
   }
-  if (made.size > 2 * Object.keys(index).length + 64)
-    for (const name of [...made.keys()]) if (!Object.hasOwn(index, name)) made.delete(name);
   // The files of containers no longer in the index go: those the last record named, or
   // (no last record) whatever else the directory holds.
-  syncPartFiles(
-    containersDir(instance),
-    changed,
-    before ? Object.keys(had).filter((name) => !Object.hasOwn(index, name)) : { allBut: index },
-  );
+  syncPartFiles(containersDir(instance), changed, gone ?? { allBut: index });
   const file: RecordFile = {
     time: now,
     source: { ...source, files: [...spec.files] },
@@ -154,5 +175,29 @@ export async function recordApply(
     networks,
   };
   writeText(lastApplyFile(instance), `${JSON.stringify(file)}\n`);
+  recordedFrom.set(file, { containers: resolved.containers, namespaces, networks: resolved.networks });
   return file;
+}
+
+/** What each record the daemon keeps was made from. */
+const recordedFrom = new WeakMap<
+  RecordFile,
+  { readonly containers: object; readonly namespaces: object; readonly networks: object }
+>();
+
+/**
+ * The containers whose record may differ from `previous`'s: those patched since in the
+ * resolved world or in the observed namespaces (intern.ts patchRecord); undefined when
+ * that is not known (or the networks changed), and every container is looked at.
+ */
+export function editedSince(
+  previous: RecordFile,
+  resolved: Resolved,
+  namespaces: KernelState['namespaces'],
+): Iterable<string> | undefined {
+  const from = recordedFrom.get(previous);
+  if (!from || from.networks !== resolved.networks) return undefined;
+  const containers = patchedKeys(from.containers, resolved.containers, 4);
+  const observed = containers && patchedKeys(from.namespaces, namespaces, 4);
+  return observed && new Set([...containers!, ...observed]);
 }

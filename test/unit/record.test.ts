@@ -2,7 +2,7 @@
  * The record of the last apply: one file per container, written only when its text
  * changes, files of removed containers deleted, and read back as the view buildViews makes.
  */
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,8 +11,10 @@ import { desiredState } from '../../src/diff/desired.js';
 import type { ApplyOutcome, Engine } from '../../src/engine.js';
 import { EMPTY_STATE, type KernelState } from '../../src/model/state.js';
 import { resolve } from '../../src/spec/ipam.js';
-import { loadSpecFromStrings } from '../../src/spec/load.js';
-import { clearLastApply, type LastApply, readLastApply, recordApply } from '../../src/state/record.js';
+import { loadSpecCached, loadSpecFromStrings } from '../../src/spec/load.js';
+import type { Piece } from '../../src/spec/pieces.js';
+import type { ReadResult } from '../../src/spec/read.js';
+import { clearLastApply, editedSince, readLastApply, recordApply } from '../../src/state/record.js';
 
 const host = {
   reserved4: [],
@@ -34,10 +36,12 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function world(containers: string, actual: KernelState) {
-  const spec = loadSpecFromStrings([
-    { path: 'm.yaml', text: `networks:\n  front: {}\n  back: {}\ncontainers:\n${containers}` },
-  ]);
+function world(
+  containers: string,
+  actual: KernelState,
+  load = (text: string) => loadSpecFromStrings([{ path: 'm.yaml', text }]),
+) {
+  const spec = load(`networks:\n  front: {}\n  back: {}\ncontainers:\n${containers}`);
   const resolved = resolve(spec, instance, actual, host);
   const state = desiredState(resolved, '');
   const outcome = {
@@ -105,5 +109,51 @@ describe('recordApply / readLastApply', () => {
 
     clearLastApply(instance);
     expect(readLastApply(instance)).toBeUndefined();
+  });
+});
+
+describe('recordApply after edits (the daemon path)', () => {
+  it('writes what a record made afresh writes, through 200 random edits', async () => {
+    let seed = 5;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x80000000;
+    };
+    const names = new Map<string, string>();
+    const fresh = { instance: 'rectest-fresh' } as Engine;
+    const read = (inst: string) => {
+      const base = join(dir, inst, 'containers');
+      return Object.fromEntries(readdirSync(base).map((f) => [f, readFileSync(join(base, f), 'utf8')]));
+    };
+    let actual: KernelState = EMPTY_STATE;
+    let previous: Awaited<ReturnType<typeof recordApply>> | undefined;
+    // Loaded as the daemon loads (unchanged entries keep their objects, so the later
+    // stages patch their results and the record takes the containers they patched).
+    const parsed = new Map<string, ReadResult>();
+    const pieces = new Map<string, ReadonlyMap<string, Piece>>();
+    const reload = (text: string) =>
+      loadSpecCached([{ path: 'm.yaml', text, sha256: String(text.length) + text }], parsed, pieces);
+    let patched = 0;
+    for (let step = 0; step < 200; step++) {
+      const k = Math.floor(rnd() * 12);
+      const name = `c${k}`;
+      const r = rnd();
+      if (r < 0.4) names.delete(name);
+      else
+        names.set(
+          name,
+          `{ networks: [${r < 0.7 ? 'front' : 'front, back'}], ports: ["${8000 + Math.floor(rnd() * 4) * 100 + k}:80"] }`,
+        );
+      const text = [...names].map(([n, v]) => `  ${n}: ${v}\n`).join('');
+      const w = world(text, actual, reload);
+      if (previous && editedSince(previous, w.resolved, w.state.namespaces)) patched++;
+      previous = await recordApply(engine, w.spec, w.outcome, { path: '/m' }, 5, previous);
+      const full = await recordApply(fresh, w.spec, w.outcome, { path: '/m' }, 5);
+      expect({ ...previous.index }).toEqual({ ...full.index });
+      expect(Object.keys(previous.index).sort()).toEqual(Object.keys(full.index).sort());
+      expect(read(instance)).toEqual(read(fresh.instance));
+      actual = w.state;
+    }
+    expect(patched).toBeGreaterThan(100);
   });
 });
