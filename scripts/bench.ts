@@ -32,6 +32,9 @@ if (process.argv.includes('--soak')) {
 const sizes = process.argv.slice(2).map(Number).filter(Boolean);
 const NS = sizes.length ? sizes : [10, 100, 500, 1000];
 
+/** Samples of each edit (and of the lower bound's add) whose median is reported. */
+const SAMPLES = 9;
+
 /** Adds (each removed again) after start before the measured ones: see daemonSteps. */
 const WARMUP_ADDS = 3;
 
@@ -100,7 +103,7 @@ function sh(cmd: string, args: string[], input?: string) {
 
 /**
  * The same kernel work with stock tools, as cheaply as they allow: the cold build, and
- * adding one more container to it (median of 5, each removed again).
+ * adding one more container to it (median of SAMPLES, each removed again).
  */
 function lowerBound(n: number, nets: number): { coldMs: number; addMs: number } {
   const s = Sandbox.create({ uplink: false });
@@ -150,7 +153,7 @@ function lowerBound(n: number, nets: number): { coldMs: number; addMs: number } 
     // its published port (what tether does for an added container, minus DNS).
     // (A new name each round: a deleted namespace's veth goes away asynchronously.)
     const adds: number[] = [];
-    for (let round = 0; round < 5; round++) {
+    for (let round = 0; round < SAMPLES; round++) {
       const i = n + round;
       const k = i % nets;
       const ip = `10.${100 + k}.${Math.floor(i / nets / 250)}.${(Math.floor(i / nets) % 250) + 2}`;
@@ -181,7 +184,7 @@ function lowerBound(n: number, nets: number): { coldMs: number; addMs: number } 
       );
       sh('ip', ['netns', 'del', `${pre}-c${i}`]);
     }
-    return { coldMs, addMs: adds.sort((a, b) => a - b)[2]! };
+    return { coldMs, addMs: adds.sort((a, b) => a - b)[SAMPLES >> 1]! };
   } finally {
     for (const name of listNetns()) if (name.startsWith(`${pre}-`)) spawnSync('ip', ['netns', 'del', name]);
     s.teardownSync();
@@ -204,7 +207,7 @@ interface DaemonRow {
   /**
    * The warm-up adds (each followed by its removal) after the first: a daemon runs for
    * days, and its first few edits after start are slower while V8 optimises the edit path
-   * at this scale. `add` is the median of the five after them.
+   * at this scale. `add` is the median of the SAMPLES after them.
    */
   warmupAdds: DaemonStep[];
   remove: DaemonStep;
@@ -269,9 +272,10 @@ async function daemonSteps(s: Sandbox, n: number, nets: number): Promise<DaemonR
     const noops: DaemonStep[] = [];
     for (let k = 0; k < 5; k++) noops.push(await edit(manifest(n, nets, 0, true)));
     noops.sort((a, b) => a.ms - b.ms);
-    // Each edit five times (added and removed again, a port changed and changed back), the
-    // median kept: single reconciles on a 2-core machine vary by tens of ms (GC, the other
-    // processes). Before them, WARMUP_ADDS adds and removals: the first add also pays for
+    // Each edit SAMPLES times (added and removed again, a port changed and changed back),
+    // the median kept: single reconciles on a 2-core machine vary by tens of ms (the
+    // resolver and nft share the two cores with the daemon, the kernel still tears down the
+    // namespace removed before). Before them, WARMUP_ADDS adds and removals: the first add also pays for
     // compiling the edit path (the start-up reconcile ran the full-read path), as `first add`
     // records, and the next few for optimising it; the JSON keeps them all.
     const warmupAdds: DaemonStep[] = [];
@@ -282,11 +286,11 @@ async function daemonSteps(s: Sandbox, n: number, nets: number): Promise<DaemonR
     const adds: DaemonStep[] = [];
     const removes: DaemonStep[] = [];
     const ports: DaemonStep[] = [];
-    for (let k = 0; k < 5; k++) {
+    for (let k = 0; k < SAMPLES; k++) {
       adds.push(await edit(manifest(n, nets, 1, true)));
       removes.push(await edit(manifest(n, nets, 0, true)));
     }
-    for (let k = 0; k < 5; k++) {
+    for (let k = 0; k < SAMPLES; k++) {
       ports.push(await edit(manifest(n, nets, 0, false)));
       await edit(manifest(n, nets, 0, true));
     }
@@ -317,7 +321,7 @@ interface Row {
   destroyMs: number;
   peakRssKb: number;
   lowerBoundMs: number;
-  /** Adding one container to N with stock tools (median of 5). */
+  /** Adding one container to N with stock tools (median of SAMPLES). */
   lowerBoundAddMs: number;
 }
 
@@ -432,7 +436,7 @@ const growth = rows
   });
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${sh('uname', ['-r']).trim()}, Node ${process.version}`;
 process.stdout.write(
-  `${md}\n\nThe first columns are measured inside one \`bin/tether apply\` (observe everything, plan, apply, verify); "whole command" adds process start-up. The daemon columns are the reconcile durations \`tether run\` logs for the same manifest edits (load, observe from its in-memory state, plan, apply, verify, record), each the median of 5; "first add 1" is the first edit after start, which also compiles the edit path, and the median add follows ${WARMUP_ADDS} warm-up adds and removals (kept in the JSON). Writes are kernel write operations. "lower bound add 1" adds one container to the stock-tools build (namespace, veth, address, route, nft element; median of 5). The daemon's run directory is on tmpfs (/dev/shm), as /run is on a systemd host; its state directory on the machine's disk. Every timed step starts on an idle machine (under 10% busy for 300 ms: the kernel cleans up deleted namespaces in the background); the bench waited ${(idleWaitMs / 1000).toFixed(1)} s for that in all.\n\n${growth.join('\n')}\n\nMachine: ${machine}\n`,
+  `${md}\n\nThe first columns are measured inside one \`bin/tether apply\` (observe everything, plan, apply, verify); "whole command" adds process start-up. The daemon columns are the reconcile durations \`tether run\` logs for the same manifest edits (load, observe from its in-memory state, plan, apply, verify, record), each the median of ${SAMPLES} (no-op: of 5); "first add 1" is the first edit after start, which also compiles the edit path, and the median add follows ${WARMUP_ADDS} warm-up adds and removals (kept in the JSON). Writes are kernel write operations. "lower bound add 1" adds one container to the stock-tools build (namespace, veth, address, route, nft element; median of ${SAMPLES}). The daemon's run directory is on tmpfs (/dev/shm), as /run is on a systemd host; its state directory on the machine's disk. Every timed step starts on an idle machine (under 10% busy for 300 ms: the kernel cleans up deleted namespaces in the background); the bench waited ${(idleWaitMs / 1000).toFixed(1)} s for that in all.\n\n${growth.join('\n')}\n\nMachine: ${machine}\n`,
 );
 writeFileSync(
   join(import.meta.dirname, '../bench-results.json'),
