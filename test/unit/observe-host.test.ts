@@ -23,6 +23,16 @@ import {
 
 const I = 'tp';
 
+/** A patched record knows which of its keys changed (the diff looks at those only). */
+function expectChangesNoted(
+  before: Readonly<Record<string, unknown>>,
+  after: Readonly<Record<string, unknown>>,
+) {
+  const noted = new Set(patchedKeys(before, after));
+  for (const k of new Set([...Object.keys(before), ...Object.keys(after)]))
+    if (before[k] !== after[k]) expect(noted.has(k)).toBe(true);
+}
+
 /** A small deterministic generator (mulberry32). */
 function rng(seed: number): () => number {
   let a = seed;
@@ -92,10 +102,7 @@ describe('patchHostPart', () => {
       if (patched) {
         patchedSteps++;
         expect(patched).toEqual(fresh);
-        // The veths record knows which of its keys changed.
-        const changed = new Set(patchedKeys(part.veths, patched.veths));
-        for (const name of new Set([...Object.keys(part.veths), ...Object.keys(patched.veths)]))
-          if (part.veths[name] !== patched.veths[name]) expect(changed.has(name)).toBe(true);
+        expectChangesNoted(part.veths, patched.veths);
         part = patched;
       } else {
         kinds = new Map();
@@ -174,9 +181,7 @@ describe('patchNamespacesPart', () => {
       if (patched) {
         patchedSteps++;
         expect(patched).toEqual(fresh);
-        const changed = new Set(patchedKeys(part.namespaces, patched.namespaces));
-        for (const c of new Set([...Object.keys(part.namespaces), ...Object.keys(patched.namespaces)]))
-          if (part.namespaces[c] !== patched.namespaces[c]) expect(changed.has(c)).toBe(true);
+        expectChangesNoted(part.namespaces, patched.namespaces);
         part = patched;
       } else {
         kinds = new Map();
