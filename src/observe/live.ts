@@ -586,22 +586,23 @@ export class LiveObserver {
     this.staleNs.delete(p);
   }
 
+  /** Every target, the views of paths that are no longer targets dropped. */
+  private everyTarget(targets: readonly NsTarget[]): readonly NsTarget[] {
+    const wanted = new Set(targets.map((t) => t.path));
+    for (const p of [...this.views.keys()]) if (!wanted.has(p)) this.dropView(p);
+    // A namespace no longer observed (deleted with its container) is not to be read again.
+    for (const p of this.staleNs) if (!wanted.has(p)) this.staleNs.delete(p);
+    return targets;
+  }
+
   private async refreshNamespaces(targets: readonly NsTarget[]): Promise<void> {
     const changed = this.dirWatch ? this.dirChanged : undefined;
     this.dirChanged = new Set();
-    let look = this.nsCandidates(changed);
-    const all = look === undefined;
-    if (all) {
-      const wanted = new Set(targets.map((t) => t.path));
-      for (const p of [...this.views.keys()]) if (!wanted.has(p)) this.dropView(p);
-      // A namespace no longer observed (deleted with its container) is not to be read again.
-      for (const p of this.staleNs) if (!wanted.has(p)) this.staleNs.delete(p);
-      look = targets;
-    }
+    const look = this.nsCandidates(changed) ?? this.everyTarget(targets);
     this.targetsMoved.clear();
     this.targetsRebuilt = false;
     const toRead: NsTarget[] = [];
-    for (const t of look!) {
+    for (const t of look) {
       const w = this.watches.get(t.path);
       // A listened-to named namespace keeps its inode until the directory says otherwise.
       const ino = w && !t.container && changed && !changed.has(t.path) ? w.ino : nsInode(t.path);
@@ -634,7 +635,7 @@ export class LiveObserver {
       return n;
     };
     // (Looking only at some, every other named target was listened to before.)
-    this.stats.unwatched = unwatched(look!);
+    this.stats.unwatched = unwatched(look);
     for (const t of toRead) this.staleNs.delete(t.path);
     const views = await mapLimit(toRead, 32, async (t) => {
       try {
