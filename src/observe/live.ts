@@ -768,8 +768,7 @@ export class LiveObserver {
   private shape(targets: readonly NsTarget[]): Observation {
     const host = this.hostShape();
     const namespaces = this.nsShape(targets);
-    const raw = { links: [], addrs: [], routes: [], namespaces: [], nft: this.nft!, files: this.files ?? {} };
-    return assemble(this.instance, raw, { host, namespaces });
+    return assemble(this.instance, { host, namespaces, nft: this.nft!, files: this.files ?? {} });
   }
 
   async observe(scope: ObserveScope): Promise<Observation> {

@@ -145,14 +145,11 @@ export async function readTarget(t: NsTarget): Promise<NsView | undefined> {
   }
 }
 
-/** What observe() reads from the kernel, before it is shaped into a KernelState. */
-export interface RawObservation {
-  readonly links: readonly NlLink[];
-  readonly addrs: readonly NlAddr[];
-  readonly routes: readonly NlRoute[];
+/** What an observation is assembled from: the host and namespaces parts shaped, nft, files. */
+export interface ObservedParts {
+  readonly host: HostPart;
+  readonly namespaces: NamespacesPart;
   readonly nft: NftState;
-  /** The namespaces read, each with its view (undefined: an attached path that is absent). */
-  readonly namespaces: readonly { readonly target: NsTarget; readonly view: NsView | undefined }[];
   readonly files: Readonly<Record<string, string>>;
 }
 
@@ -168,11 +165,12 @@ export async function observe(nl: HostNetlink, scope: ObserveScope): Promise<Obs
   const targets = nsTargets(scope);
   const views = await mapLimit(targets, 32, readTarget);
   return assemble(scope.instance, {
-    links,
-    addrs,
-    routes,
+    host: hostPart(scope.instance, links, addrs, routes),
+    namespaces: namespacesPart(
+      scope.instance,
+      targets.map((target, i) => ({ target, view: views[i] })),
+    ),
     nft: parseNft(inetTable, bridgeTable),
-    namespaces: targets.map((target, i) => ({ target, view: views[i] })),
     files: ownFiles(scope.instance),
   });
 }
@@ -197,18 +195,13 @@ export interface NamespacesPart {
 }
 
 /**
- * Shape what was read into the observation: ownership by alias, IPAM's reserved subnets,
- * foreign names. Also reads the few cheap facts no event reports (sysctls, resolv.conf,
- * the resolver's state). Pure but for those reads. The daemon shapes the host and the
- * namespaces parts only when what they come from changed, and passes them in.
+ * The observation from its shaped parts (hostPart: ownership by alias, IPAM's reserved
+ * subnets, foreign links; namespacesPart), with the few cheap facts no event reports read
+ * directly (sysctls, resolv.conf, the resolver's state). The daemon shapes the parts only
+ * when what they come from changed, or patches them.
  */
-export function assemble(
-  instance: string,
-  raw: RawObservation,
-  parts: { host?: HostPart; namespaces?: NamespacesPart } = {},
-): Observation {
-  const host = parts.host ?? hostPart(instance, raw.links, raw.addrs, raw.routes);
-  const ns = parts.namespaces ?? namespacesPart(instance, raw.namespaces);
+export function assemble(instance: string, parts: ObservedParts): Observation {
+  const { host, namespaces: ns } = parts;
   const facts = readDirectFacts(instance, Object.keys(host.bridges));
   return {
     state: {
@@ -216,8 +209,8 @@ export function assemble(
       veths: host.veths,
       namespaces: ns.namespaces,
       sysctls: facts.sysctls,
-      nft: raw.nft,
-      files: raw.files,
+      nft: parts.nft,
+      files: parts.files,
       resolver: facts.resolver,
     },
     resolvConf: facts.resolvConf,
