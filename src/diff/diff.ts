@@ -152,10 +152,10 @@ export function diff(desired: KernelState, actual: KernelState, table: string): 
     // A resolver that serves the observed index has its parts: write the ones that differ.
     const had = ar?.running ? partHashes(ar.config) : {};
     const want = partHashes(dr.config, dr.partHashes);
-    // The containers whose part hashes may differ: the ones patched, when the desired
-    // index's hashes were patched from the running one's (intern.ts), else all.
-    const known = patchedKeys(had, want, 4);
-    const names = new Set(known ?? [...Object.keys(had), ...Object.keys(want)]);
+    // The containers whose part hashes differ (the ones patched, when the desired index's
+    // hashes were patched from the running one's).
+    const names = new Set<string>();
+    changedKeys(had, want, names);
     const parts: Record<string, string> = {};
     const removeParts: string[] = [];
     for (const name of [...names].sort()) {
