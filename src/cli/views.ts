@@ -4,7 +4,7 @@
  * resolved manifests and the observed kernel (for MACs the kernel chose), and
  * recorded in the instance's state directory.
  */
-import { freezeData, ObjectMemo } from '../model/intern.js';
+import { freezeData } from '../model/intern.js';
 import { networkId } from '../model/names.js';
 import type { Resolved, ResolvedContainer, ResolvedNetwork } from '../model/resolved.js';
 import type { KernelState, NamespaceState } from '../model/state.js';
@@ -82,21 +82,23 @@ export interface ContainerRecord {
 }
 
 /**
- * Remembered per resolved container (kept by resolve() while unchanged), the networks it
- * is on and its observed namespace (for the MACs); frozen, so that its JSON text is kept.
+ * Each container's record, in the order of the resolved world. (The daemon's record keeps
+ * them from edit to edit by name: state/record.ts.)
  */
-const records = new ObjectMemo<ResolvedContainer, ContainerRecord>();
-
-/** Each container's record, in the order of the resolved world. */
-export function containerRecords(r: Resolved, actual: KernelState): ContainerRecord[] {
-  return Object.values(r.containers).map((c) => {
-    const nets = c.endpoints.map((e) => r.networks[e.network]!);
-    const ns = actual.namespaces[c.name];
-    return records.of(c, [ns, ...nets], () => containerRecord(c, nets, ns));
-  });
+function containerRecords(r: Resolved, actual: KernelState): ContainerRecord[] {
+  return Object.values(r.containers).map((c) =>
+    containerRecord(
+      c,
+      c.endpoints.map((e) => r.networks[e.network]!),
+      actual.namespaces[c.name],
+    ),
+  );
 }
 
-/** A container's record (frozen): its view and its entries in its networks' views. */
+/**
+ * A container's record: its view and its entries in its networks' views, from the networks
+ * it is on and its observed namespace (for the MACs). Frozen, so that its JSON text is kept.
+ */
 export function containerRecord(
   c: ResolvedContainer,
   nets: readonly ResolvedNetwork[],
