@@ -453,16 +453,8 @@ function patched(prev: Ipam, spec: Spec, actual: KernelState, host: HostFacts): 
     changes.set(c.name, resolvedContainer(c, instance, part, part.fixedPorts, prev.result));
   }
   const containers = patchRecord(prev.result.containers, changes);
-  return {
-    spec,
-    actual,
-    host,
-    result: { instance, spec, networks, containers },
-    pools,
-    held,
-    entangled,
-    ephemeral: false,
-  };
+  // The pools, holdings and entangled names are prev's, updated in place; no port is ephemeral.
+  return { ...prev, spec, actual, host, result: { ...prev.result, spec, containers } };
 }
 
 /** Pass 1, for one container: its static addresses. */
