@@ -188,7 +188,6 @@ export class LiveObserver {
   private netnsSeen(name: string, present: boolean): void {
     this.targetsCache = undefined;
     this.nsChanged.add(`${NETNS_DIR}/${name}`);
-    this.targetsMoved.add(`${NETNS_DIR}/${name}`);
     if (present) this.netnsNames?.add(name);
     else this.netnsNames?.delete(name);
   }
@@ -197,12 +196,7 @@ export class LiveObserver {
     this.targetsCache = undefined;
     this.netnsNames = undefined;
     this.nsReshape = true;
-    this.targetsRebuilt = true;
   }
-  /** Named namespace paths that came or went since the namespaces were last refreshed. */
-  private readonly targetsMoved = new Set<string>();
-  /** The targets were listed afresh (or their attached paths changed) since then. */
-  private targetsRebuilt = true;
   private targetsOf(scope: ObserveScope): { targets: NsTarget[]; key: string } {
     const attached = JSON.stringify(scope.attached);
     const hit = this.dirWatch && this.targetsCache?.attached === attached ? this.targetsCache : undefined;
@@ -210,14 +204,12 @@ export class LiveObserver {
     if (!this.dirWatch || !this.netnsNames) {
       this.netnsNames = new Set(instanceNetns(this.instance));
       this.nsReshape = true;
-      this.targetsRebuilt = true;
     }
     const targets = nsTargets(scope, this.netnsNames);
     if (attached !== this.attachedKey) {
       this.attachedKey = attached;
       this.attachedPaths = new Map(Object.entries(scope.attached).map(([c, p]) => [p, c]));
       this.nsReshape = true;
-      this.targetsRebuilt = true;
     }
     this.targetsCache = { attached, targets, key: targetsKey(targets) };
     return this.targetsCache;
@@ -560,12 +552,14 @@ export class LiveObserver {
   /**
    * The namespaces to look at again: after an edit of one container at 1000, those the
    * directory watch, the applies and the listeners named, not every target. All of them when
-   * the namespace list was read afresh, the attached paths changed, some named namespace is
-   * not listened to, or the directory watch is not there to name them.
+   * the namespace list was read afresh, the attached paths changed (both make the next
+   * shape start afresh too), some named namespace is not listened to, or the directory
+   * watch is not there to name them. (A refresh comes before the shape that clears
+   * nsChanged: the paths that came or went since the last one are in it.)
    */
   private nsCandidates(changed: ReadonlySet<string> | undefined): Iterable<NsTarget> | undefined {
-    if (this.allNsStale || !changed || this.targetsRebuilt || this.stats.unwatched > 0) return undefined;
-    const paths = new Set([...this.staleNs, ...changed, ...this.targetsMoved, ...this.attachedPaths.keys()]);
+    if (this.allNsStale || !changed || this.nsReshape || this.stats.unwatched > 0) return undefined;
+    const paths = new Set([...this.staleNs, ...changed, ...this.nsChanged, ...this.attachedPaths.keys()]);
     const out: NsTarget[] = [];
     for (const p of paths) {
       const t = this.targetAt(p);
@@ -599,8 +593,6 @@ export class LiveObserver {
     const changed = this.dirWatch ? this.dirChanged : undefined;
     this.dirChanged = new Set();
     const look = this.nsCandidates(changed) ?? this.everyTarget(targets);
-    this.targetsMoved.clear();
-    this.targetsRebuilt = false;
     const toRead: NsTarget[] = [];
     for (const t of look) {
       const w = this.watches.get(t.path);
