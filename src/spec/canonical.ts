@@ -311,7 +311,7 @@ function parseRange(text: string, allowZero: boolean): [number, number] | undefi
 
 type Obj = Record<string, unknown>;
 
-const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
+export const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 class Canon {
   readonly problems: SpecProblem[] = [];

@@ -15,7 +15,7 @@
 
 import { freezeData } from '../model/intern.js';
 import type { ContainerSpec, Spec, SpecWarning } from '../model/spec.js';
-import { type CanonContainer, type CanonModel, canonicalContainer } from './canonical.js';
+import { type CanonContainer, type CanonModel, canonicalContainer, isObj } from './canonical.js';
 import {
   bridgePorts,
   type ConsistencyResult,
@@ -219,9 +219,6 @@ function hasEntries(data: unknown, section: Section): boolean {
   for (const _ in sec) return true;
   return false;
 }
-
-const isObj = (v: unknown): v is Record<string, unknown> =>
-  v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /** The spec after `delta`, updating `last`; undefined when the whole load must run. */
 function apply(last: Last, delta: Delta, read: ReadResult, claims: PortClaims): Spec | undefined {
