@@ -4,15 +4,12 @@
  */
 
 import {
-  type DnsEndpoint,
   type DnsSetting,
   dnsPartOf,
   dnsSetting,
   dnsWorld,
-  loopbackProxies,
   partFile,
-  patchedProxies,
-  proxiesOf,
+  type ResolverPart,
   resolverOf,
   resolverState,
 } from '../dns/config.js';
@@ -55,7 +52,6 @@ interface Last {
   readonly state: KernelState;
   /** Per default network (whose bridge exists only while used): its endpoints. */
   readonly defaultUsers: ReadonlyMap<string, number>;
-  readonly proxies: readonly ProxySpec[];
 }
 let last: Last | undefined;
 
@@ -102,7 +98,7 @@ function full(r: Resolved, hostResolvConf: string, setting: DnsSetting): Last {
       ? { skeleton: skeletonFingerprint(), sets: desiredSets(r, new Set(Object.keys(bridges))) }
       : { sets: {} },
   };
-  return { r, setting, state, defaultUsers: defaultUsers(r), proxies: dns.proxies };
+  return { r, setting, state, defaultUsers: defaultUsers(r) };
 }
 
 /**
@@ -120,11 +116,12 @@ function patched(prev: Last, r: Resolved, setting: DnsSetting): Last | undefined
   const namespaces = new Map<string, NamespaceState | undefined>();
   const veths = new Map<string, VethState | undefined>();
   const files = new Map<string, string | undefined>();
-  const dnsParts = new Map<string, readonly DnsEndpoint[] | undefined>();
+  const dnsParts = new Map<string, ResolverPart | undefined>();
+  const chosen = new Map<string, readonly ProxySpec[] | undefined>();
+  let proxies = s.resolver?.proxies ?? 0;
   const gone: (readonly [string, string])[] = [];
   const added: (readonly [string, string])[] = [];
   const users = new Map(prev.defaultUsers);
-  const proxies: [ProxySpec[], ProxySpec[]] = [[], []];
   for (const name of changed) {
     const c0 = Object.hasOwn(prev.r.containers, name) ? prev.r.containers[name] : undefined;
     const c1 = Object.hasOwn(r.containers, name) ? r.containers[name] : undefined;
@@ -139,14 +136,19 @@ function patched(prev: Last, r: Resolved, setting: DnsSetting): Last | undefined
       for (const v of part?.veths ?? []) veths.set(v.name, by > 0 ? v : undefined);
       const dns = dnsPartOf(c, setting);
       for (const [path, text] of dns.files) files.set(path, by > 0 ? text : undefined);
-      if (dns.endpoints.length) dnsParts.set(name, by > 0 ? dns.endpoints : undefined);
-      proxies[by > 0 ? 1 : 0].push(...proxiesOf(c));
+      if (dns.resolver) {
+        dnsParts.set(name, by > 0 ? dns.resolver : undefined);
+        proxies += by * dns.resolver.proxies.length;
+      }
+      if (dns.chosen.length) chosen.set(name, by > 0 ? dns.chosen : undefined);
       (by > 0 ? added : gone).push(...elementsOf(c, r.networks));
     }
     if (!c1) namespaces.set(name, undefined);
     if (!dnsParts.get(name)) dnsParts.set(name, undefined);
+    if (!chosen.get(name)) chosen.set(name, undefined);
     // A part new to an existing container would follow the others, not take its place.
     if (c0 && dnsParts.get(name) && !Object.hasOwn(s.resolver?.parts ?? {}, name)) return undefined;
+    if (c0 && chosen.get(name) && !Object.hasOwn(s.resolver?.chosen ?? {}, name)) return undefined;
   }
   // A default network's bridge that comes or goes changes the bridges, sysctls and sets.
   for (const [n, k] of users) if ((k === 0) !== (prev.defaultUsers.get(n) === 0)) return undefined;
@@ -156,11 +158,7 @@ function patched(prev: Last, r: Resolved, setting: DnsSetting): Last | undefined
     if (!patched) return undefined;
     sets = patched;
   }
-  const proxyList =
-    proxies[0].length || proxies[1].length
-      ? (patchedProxies(prev.proxies, ...proxies) ?? loopbackProxies(r))
-      : prev.proxies;
-  const resolver = patchedResolver(prev, s.resolver, dnsParts, proxyList);
+  const resolver = patchedResolver(prev, s.resolver, dnsParts, chosen, proxies);
   if (resolver === null) return undefined;
   const state: KernelState = {
     bridges: s.bridges,
@@ -171,34 +169,37 @@ function patched(prev: Last, r: Resolved, setting: DnsSetting): Last | undefined
     resolver,
     nft: sets === s.nft.sets ? s.nft : { ...s.nft, sets },
   };
-  return { r, setting, state, defaultUsers: users, proxies: proxyList };
+  return { r, setting, state, defaultUsers: users };
 }
 
 /**
- * The last resolver state with some containers' parts replaced and the proxies given; null
- * when it cannot be patched (a resolver that comes or goes).
+ * The last resolver state with some containers' parts and chosen ports replaced, holding
+ * `proxies` proxies; null when it cannot be patched (a resolver that comes or goes).
  */
 function patchedResolver(
   prev: Last,
   was: ResolverState | undefined,
-  changes: ReadonlyMap<string, readonly DnsEndpoint[] | undefined>,
-  proxies: readonly ProxySpec[],
+  changes: ReadonlyMap<string, ResolverPart | undefined>,
+  chosenChanges: ReadonlyMap<string, readonly ProxySpec[] | undefined>,
+  proxies: number,
 ): ResolverState | undefined | null {
   const served = prev.setting.networks.length > 0;
-  if (!was) return served || proxies.length ? null : undefined;
-  if (!served && !proxies.length) return null;
+  // Without served networks, a resolver is there for proxies only.
+  if (!was) return served || proxies ? null : undefined;
+  if (!served && !proxies) return null;
   const texts = new Map<string, string | undefined>();
   const hashes = new Map<string, string | undefined>();
-  for (const [name, endpoints] of changes) {
-    const t = endpoints && partFile(endpoints);
+  for (const [name, part] of changes) {
+    const t = part && partFile(part);
     texts.set(name, t?.text);
     hashes.set(name, t?.hash);
   }
   const parts = patchRecord(was.parts ?? {}, texts);
   const partHashes = patchRecord(was.partHashes ?? {}, hashes);
-  if (partHashes === was.partHashes && parts === was.parts && proxies === prev.proxies) return was;
+  const chosen = patchRecord(was.chosen ?? {}, chosenChanges);
+  if (partHashes === was.partHashes && parts === was.parts && chosen === was.chosen) return was;
   const dns = served ? { networks: prev.setting.networks, upstreams: prev.setting.upstreams } : null;
-  return resolverOf(dns, parts, partHashes, proxies);
+  return resolverOf(dns, parts, partHashes, chosen, proxies);
 }
 
 /** Per default network: how many endpoints are on it (its bridge exists while some are). */

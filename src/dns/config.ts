@@ -21,10 +21,12 @@ export const netnsEtc = () => process.env.TETHER_NETNS_ETC ?? '/etc/netns';
 export interface DnsWorld {
   /** Undefined when no user-defined network needs a resolver. */
   readonly config?: DnsConfig;
-  /** Each container's endpoints in `config`, for containers that have some (same objects). */
-  readonly parts: readonly (readonly [string, readonly DnsEndpoint[]])[];
-  /** Published ports the kernel cannot NAT, relayed in userland (see proxy.ts). */
-  readonly proxies: readonly ProxySpec[];
+  /** Each container's part of the resolver's configuration, for containers that have one. */
+  readonly parts: readonly (readonly [string, ResolverPart])[];
+  /** Each container's proxies on host ports tether chose, for containers that have some. */
+  readonly chosen: readonly (readonly [string, readonly ProxySpec[]])[];
+  /** How many proxies the parts hold. */
+  readonly proxies: number;
   /** Absolute path → file content. */
   readonly files: Readonly<Record<string, string>>;
 }
@@ -33,20 +35,25 @@ export function dnsWorld(r: Resolved, hostResolvConf: string): DnsWorld {
   const setting = dnsSetting(r, hostResolvConf);
   const endpoints: DnsConfig['endpoints'] = [];
   const files: Record<string, string> = {};
-  const named: [string, readonly DnsEndpoint[]][] = [];
+  const parts: [string, ResolverPart][] = [];
+  const chosen: [string, readonly ProxySpec[]][] = [];
+  let proxies = 0;
   for (const c of Object.values(r.containers)) {
     const part = dnsPartOf(c, setting);
-    if (part.endpoints.length) {
-      for (const e of part.endpoints) endpoints.push(e);
-      named.push([c.name, part.endpoints]);
+    for (const e of part.endpoints) endpoints.push(e);
+    if (part.resolver) {
+      parts.push([c.name, part.resolver]);
+      proxies += part.resolver.proxies.length;
     }
+    if (part.chosen.length) chosen.push([c.name, part.chosen]);
     for (const [path, text] of part.files) files[path] = text;
   }
   const { networks, upstreams } = setting;
   return {
     config: networks.length ? { networks, endpoints, upstreams } : undefined,
-    parts: networks.length ? named : [],
-    proxies: loopbackProxies(r),
+    parts,
+    chosen,
+    proxies,
     files,
   };
 }
@@ -102,13 +109,22 @@ export function dnsSetting(r: Resolved, hostResolvConf: string): DnsSetting {
 
 /** A container's names for the resolver and its files, in a setting (remembered). */
 export function dnsPartOf(c: ResolvedContainer, setting: DnsSetting): DnsPart {
-  return parts.of(c, [setting.key], () => containerDns(c, setting.ctx));
+  return parts.of(c, [setting.key], () => {
+    const { endpoints, files } = containerDns(c, setting.ctx);
+    const { proxies, chosen } = containerProxies(c);
+    // Frozen: compactJson keeps the text of frozen objects.
+    const resolver =
+      endpoints.length || proxies.length
+        ? freezeData(proxies.length ? { endpoints, proxies } : { endpoints, proxies: [] })
+        : undefined;
+    return { endpoints, files, resolver, chosen: freezeData(chosen) };
+  });
 }
 
 /**
- * The resolver's configuration index (dns.json): everything but the containers' names,
- * which are parts of their own (dns/NAME.json, `{"endpoints": [...]}`), named here with a
- * hash of their text. The resolver reads a part again only when its hash changes.
+ * The resolver's configuration index (dns.json): the served networks and upstreams, and
+ * each container's part (dns/NAME.json, its names and proxies) named by a hash of its
+ * text. The resolver reads and applies a part only when its hash changes.
  */
 export interface ResolverIndex {
   readonly dns: {
@@ -117,89 +133,92 @@ export interface ResolverIndex {
   } | null;
   /** Container → the first 16 hex digits of the SHA-256 of its part's text. */
   readonly parts: Readonly<Record<string, string>>;
+  /**
+   * Container → its proxies on host ports tether chose (an ephemeral binding no NAT rule
+   * records): IPAM keeps those ports (ipam.ts existingBindings). The resolver ignores it.
+   */
+  readonly chosen?: Readonly<Record<string, readonly ProxySpec[]>>;
+}
+
+/** A container's part of the resolver's configuration: its names and its userland proxies. */
+export interface ResolverPart {
+  readonly endpoints: readonly DnsEndpoint[];
   readonly proxies: readonly ProxySpec[];
 }
 
 /** The resolver's desired state for a DNS world; undefined when nothing needs a resolver. */
 export function resolverState(w: DnsWorld): ResolverState | undefined {
-  if (!w.config && !w.proxies.length) return undefined;
+  if (!w.config && !w.parts.length) return undefined;
   const parts: Record<string, string> = {};
   const hashes: Record<string, string> = {};
-  for (const [name, endpoints] of w.parts) {
-    const t = partFile(endpoints);
+  for (const [name, part] of w.parts) {
+    const t = partFile(part);
     parts[name] = t.text;
     hashes[name] = t.hash;
   }
   const dns = w.config ? { networks: w.config.networks, upstreams: w.config.upstreams } : null;
-  return resolverOf(dns, parts, hashes, w.proxies);
+  return resolverOf(dns, parts, hashes, Object.fromEntries(w.chosen), w.proxies);
 }
 
-/** A container's part file (dns/NAME.json): its text and hash, kept with its endpoints. */
-export const partFile = (endpoints: readonly DnsEndpoint[]) => jsonFile(endpoints, () => ({ endpoints }));
+/**
+ * A container's part file (dns/NAME.json): its text and hash, kept with the part. A part
+ * without proxies is `{"endpoints": [...]}`.
+ */
+export const partFile = (part: ResolverPart) =>
+  jsonFile(part, () => (part.proxies.length ? part : { endpoints: part.endpoints }));
 
 /** The resolver's desired state: its index made of the parts' hashes, and the parts. */
 export function resolverOf(
   dns: ResolverIndex['dns'],
   parts: Readonly<Record<string, string>>,
   hashes: Readonly<Record<string, string>>,
-  proxies: readonly ProxySpec[],
+  chosen: Readonly<Record<string, readonly ProxySpec[]>>,
+  proxies: number,
 ): ResolverState {
   return {
     // The index's text (JSON.stringify of a ResolverIndex) from kept texts: thousands of
-    // part hashes and proxies, nearly all the same from one edit to the next.
-    config: `{"dns":${JSON.stringify(dns)},"parts":${hashesJson(hashes)},"proxies":${proxiesJson(proxies)}}\n`,
+    // part hashes, nearly all the same from one edit to the next.
+    config: `{"dns":${JSON.stringify(dns)},"parts":${hashesText.of(hashes)},"chosen":${chosenText.of(chosen)}}\n`,
     running: true,
     parts,
     partHashes: hashes,
+    chosen,
     networks: dns?.networks.length ?? 0,
-    proxies: proxies.length,
+    proxies,
   };
 }
 
 /**
- * The last part-hash record written as text, and its entries' texts in its order: the text
- * of a record patched from it (intern.ts patchRecord) is made from them, patched the same way.
+ * A record's JSON text, made from the texts of its entries: the text of a record patched
+ * from the last one (intern.ts patchRecord) is made from the last entries' texts, with
+ * only the patched entries written again.
  */
-let lastHashes: { record: object; text: string; entries: Map<string, string> } | undefined;
+class RecordText<V> {
+  private last?: { record: object; text: string; entries: Map<string, string> };
+  constructor(private readonly value: (v: V) => string) {}
 
-function hashesJson(hashes: Readonly<Record<string, string>>): string {
-  if (lastHashes?.record === hashes) return lastHashes.text;
-  // (A new key that is an array index goes ahead of the others in the record, not last.)
-  let changed = lastHashes && patchedKeys(lastHashes.record, hashes);
-  if (changed?.some(isIndex)) changed = undefined;
-  const entries = changed ? lastHashes!.entries : new Map<string, string>();
-  for (const k of changed ?? Object.keys(hashes)) {
-    if (Object.hasOwn(hashes, k)) entries.set(k, `${JSON.stringify(k)}:${JSON.stringify(hashes[k])}`);
-    else entries.delete(k);
+  of(record: Readonly<Record<string, V>>): string {
+    const last = this.last;
+    if (last?.record === record) return last.text;
+    // (A new key that is an array index goes ahead of the others in the record, not last.)
+    let changed = last && patchedKeys(last.record, record);
+    if (changed?.some(isIndex)) changed = undefined;
+    const entries = changed ? last!.entries : new Map<string, string>();
+    for (const k of changed ?? Object.keys(record)) {
+      if (Object.hasOwn(record, k)) entries.set(k, `${JSON.stringify(k)}:${this.value(record[k]!)}`);
+      else entries.delete(k);
+    }
+    const text = `{${[...entries.values()].join(',')}}`;
+    this.last = { record, text, entries };
+    return text;
   }
-  const text = `{${[...entries.values()].join(',')}}`;
-  lastHashes = { record: hashes, text, entries };
-  return text;
 }
+
+const hashesText = new RecordText<string>((h) => JSON.stringify(h));
+const chosenText = new RecordText<readonly ProxySpec[]>(compactJson);
 
 /** A key that objects hold as an array index: "0" to "4294967294" without leading zeros. */
 const isIndex = (k: string) => /^(0|[1-9]\d{0,9})$/.test(k) && Number(k) < 4294967295;
-
-/**
- * The last proxy list written as text, with each proxy's text: a list that keeps most of
- * its proxies (in the same order: loopbackProxies sorts them) reuses their texts.
- */
-let lastProxies: { list: readonly ProxySpec[]; texts: readonly string[]; text: string } | undefined;
-
-function proxiesJson(list: readonly ProxySpec[]): string {
-  if (lastProxies?.list === list) return lastProxies.text;
-  const old = lastProxies?.list ?? [];
-  const oldTexts = lastProxies?.texts ?? [];
-  const texts: string[] = [];
-  let i = 0;
-  for (const p of list) {
-    while (i < old.length && old[i] !== p && proxyOrder(old[i]!, p) < 0) i++;
-    texts.push(old[i] === p ? oldTexts[i++]! : compactJson(p));
-  }
-  const text = `[${texts.join(',')}]`;
-  lastProxies = { list, texts, text };
-  return text;
-}
 
 export interface DnsContext {
   /** Served network → the resolver address its containers use. */
@@ -214,10 +233,14 @@ export interface DnsContext {
 type ResolvedContainer = Resolved['containers'][string];
 export type DnsEndpoint = DnsConfig['endpoints'][number];
 
-/** One container's names for the resolver, and its files (path, text). */
+/** One container's names for the resolver, its files (path, text) and its proxies. */
 export interface DnsPart {
   readonly endpoints: readonly DnsEndpoint[];
   readonly files: readonly (readonly [string, string])[];
+  /** Its part of the resolver's configuration; undefined when it has no names and no proxies. */
+  readonly resolver?: ResolverPart;
+  /** Its proxies on host ports tether chose (see ResolverIndex.chosen). */
+  readonly chosen: readonly ProxySpec[];
 }
 
 /**
@@ -303,76 +326,28 @@ function ownAddresses(endpoints: Resolved['containers'][string]['endpoints']): s
 }
 
 /**
- * Bindings the kernel cannot serve: the host's [::1] for every IPv6 binding on :: or ::1
- * (DNAT cannot take a packet out of `lo` in IPv6), and IPv6 bindings of containers that
- * have no IPv6 (`proxy: true`: NAT cannot turn IPv6 into IPv4).
+ * A container's bindings the kernel cannot serve, relayed by the resolver process: the
+ * host's [::1] for every IPv6 binding on :: or ::1 (DNAT cannot take a packet out of `lo`
+ * in IPv6), and the IPv6 bindings of a container that has no IPv6 (`proxy`: NAT cannot turn
+ * IPv6 into IPv4). `chosen`: those of the second kind whose host port tether chose.
  */
-export function loopbackProxies(r: Resolved): ProxySpec[] {
-  const out = new Map<string, ProxySpec>();
-  for (const c of Object.values(r.containers))
-    for (const spec of proxiesOf(c)) out.set(`${spec.protocol} ${spec.listen} ${spec.port}`, spec);
-  return [...out.values()].sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
-}
-
-/** Proxies in loopbackProxies' order: by port, then protocol. */
-const proxyOrder = (a: ProxySpec, b: ProxySpec) => a.port - b.port || a.protocol.localeCompare(b.protocol);
-
-/**
- * loopbackProxies' list `prev` with some containers' proxies taken out (`gone`) and others'
- * put in (`added`); undefined when the result also depends on the containers' order (two
- * proxies on one port and protocol), which loopbackProxies then works out.
- */
-export function patchedProxies(
-  prev: readonly ProxySpec[],
-  gone: readonly ProxySpec[],
-  added: readonly ProxySpec[],
-): ProxySpec[] | undefined {
-  const out = [...prev];
-  // The first index whose proxy does not come before p.
-  const at = (p: ProxySpec) => {
-    let lo = 0;
-    let hi = out.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (proxyOrder(out[mid]!, p) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-  for (const p of gone) {
-    const i = at(p);
-    if (out[i] !== p || (out[i + 1] && proxyOrder(out[i + 1]!, p) === 0)) return undefined;
-    out.splice(i, 1);
-  }
-  for (const p of added) {
-    const i = at(p);
-    if (out[i] && proxyOrder(out[i]!, p) === 0) return undefined;
-    out.splice(i, 0, p);
-  }
-  return out;
-}
-
-/** One container's proxies, per resolved container; frozen, so that their text is kept. */
-const proxyParts = new ObjectMemo<ResolvedContainer, readonly ProxySpec[]>();
-
-export const proxiesOf = (c: ResolvedContainer) => proxyParts.of(c, [], () => containerProxies(c));
-
-function containerProxies(c: ResolvedContainer): ProxySpec[] {
-  const out: ProxySpec[] = [];
+function containerProxies(c: ResolvedContainer): { proxies: ProxySpec[]; chosen: ProxySpec[] } {
+  const proxies: ProxySpec[] = [];
+  const chosen: ProxySpec[] = [];
   for (const p of c.ports) {
     if (p.family !== 6 || p.mode === 'routed' || !p.hostPort) continue;
     const listen = p.proxy ? p.hostIp : p.hostIp === '::' || p.hostIp === '::1' ? '::1' : undefined;
     if (!listen) continue;
     if (p.protocol === 'sctp') continue; // Node has no SCTP sockets
-    out.push(
-      freezeData({
-        protocol: p.protocol === 'udp' ? 'udp' : 'tcp',
-        listen,
-        port: p.hostPort,
-        to: p.containerIp,
-        toPort: p.containerPort,
-      }),
-    );
+    const spec = freezeData({
+      protocol: p.protocol === 'udp' ? ('udp' as const) : ('tcp' as const),
+      listen,
+      port: p.hostPort,
+      to: p.containerIp,
+      toPort: p.containerPort,
+    });
+    proxies.push(spec);
+    if (p.proxy && p.ephemeral) chosen.push(spec);
   }
-  return out;
+  return { proxies, chosen };
 }

@@ -26,6 +26,8 @@ interface Running {
   close(): void;
 }
 
+/** Where a proxy listens: one proxy per listen key. */
+const listenKey = (p: ProxySpec) => `${p.protocol} [${p.listen}]:${p.port}`;
 const keyOf = (p: ProxySpec) => `${p.protocol} [${p.listen}]:${p.port} ${p.to}:${p.toPort}`;
 const UDP_IDLE_MS = 30_000;
 
@@ -79,30 +81,59 @@ function udpProxy(p: ProxySpec, log: Log): Running {
   };
 }
 
-/** The set of running proxies, reconciled against a wanted list on every reload. */
+/**
+ * The running proxies, by the containers that want them. A reload changes only the proxies
+ * of the containers whose part changed. Two containers cannot claim one host port (the
+ * loader refuses it); should they, the first claim is served and the second waits for it
+ * to go.
+ */
 export class Proxies {
+  /** Listen key ("tcp [::1]:8080") → the proxy serving it. */
   private readonly running = new Map<string, Running>();
+  /** Listen key → its claims, first served. */
+  private readonly claims = new Map<string, { readonly owner: string; readonly spec: ProxySpec }[]>();
   constructor(private readonly log: Log) {}
 
-  set(wanted: readonly ProxySpec[]): void {
-    const want = new Map(wanted.map((p) => [keyOf(p), p]));
-    for (const [k, r] of this.running) {
-      if (!want.has(k)) {
-        r.close();
-        this.running.delete(k);
-      }
+  /** `owner`'s proxies were `before` and are now `after`. */
+  change(owner: string, before: readonly ProxySpec[], after: readonly ProxySpec[]): void {
+    const touched = new Set<string>();
+    for (const p of before) {
+      const k = listenKey(p);
+      const list = this.claims.get(k)?.filter((c) => c.owner !== owner) ?? [];
+      if (list.length) this.claims.set(k, list);
+      else this.claims.delete(k);
+      touched.add(k);
     }
-    for (const [k, p] of want) {
-      if (this.running.has(k)) continue;
-      this.running.set(k, p.protocol === 'tcp' ? tcpProxy(p, this.log) : udpProxy(p, this.log));
+    for (const p of after) {
+      const k = listenKey(p);
+      const list = this.claims.get(k) ?? [];
+      list.push({ owner, spec: p });
+      this.claims.set(k, list);
+      touched.add(k);
+      if (list.length > 1)
+        this.log('warn', 'proxy port claimed twice; the first claim is served', {
+          proxy: keyOf(p),
+          containers: list.map((c) => c.owner),
+        });
+    }
+    for (const k of touched) {
+      const want = this.claims.get(k)?.[0]?.spec;
+      const r = this.running.get(k);
+      if (r && want && r.key === keyOf(want)) continue;
+      r?.close();
+      this.running.delete(k);
+      if (want)
+        this.running.set(k, want.protocol === 'tcp' ? tcpProxy(want, this.log) : udpProxy(want, this.log));
     }
   }
 
   close(): void {
-    this.set([]);
+    for (const r of this.running.values()) r.close();
+    this.running.clear();
+    this.claims.clear();
   }
 
   list(): string[] {
-    return [...this.running.keys()];
+    return [...this.running.values()].map((r) => r.key);
   }
 }

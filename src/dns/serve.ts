@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { Proxies } from './proxy.js';
 import type { DnsConfig, DnsEndpoint } from './records.js';
 import { startResolver } from './server.js';
-import { dnsFiles, loadResolverConfig } from './service.js';
+import { dnsFiles, type LoadedPart, loadResolverConfig } from './service.js';
 
 const EMPTY_DNS: DnsConfig = { networks: [], endpoints: [], upstreams: [] };
 
@@ -14,27 +14,47 @@ export async function serveDns(instance: string): Promise<void> {
   const f = dnsFiles(instance);
   const log = (level: string, msg: string, data?: Record<string, unknown>) =>
     process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...data })}\n`);
-  // Parts by container, as last loaded: a reload reads only the parts whose hash changed.
-  let known = new Map<string, { hash: string; endpoints: DnsEndpoint[] }>();
+  const proxies = new Proxies(log);
+  // Parts by container, as last loaded: a reload reads and applies only the parts whose
+  // hash changed (their names to the resolver's tables, their proxies to the running ones).
+  let known = new Map<string, LoadedPart>();
   const load = () => {
     const { index, hash, parts } = loadResolverConfig(instance, known);
-    known = parts;
+    const gone: DnsEndpoint[] = [];
+    const added: DnsEndpoint[] = [];
+    const proxyChanges: [string, LoadedPart | undefined, LoadedPart | undefined][] = [];
+    for (const [name, was] of known) {
+      const now = parts.get(name);
+      if (now === was) continue;
+      for (const e of was.endpoints) gone.push(e);
+      if (!now) proxyChanges.push([name, was, undefined]);
+    }
     const endpoints: DnsEndpoint[] = [];
-    for (const p of parts.values()) for (const e of p.endpoints) endpoints.push(e);
+    for (const [name, p] of parts) {
+      for (const e of p.endpoints) endpoints.push(e);
+      const was = known.get(name);
+      if (was === p) continue;
+      for (const e of p.endpoints) added.push(e);
+      proxyChanges.push([name, was, p]);
+    }
+    known = parts;
     const cfg: DnsConfig = index.dns ? { ...index.dns, endpoints } : EMPTY_DNS;
-    return { cfg, proxies: [...(index.proxies ?? [])], hash };
+    const applyProxies = () => {
+      for (const [name, was, now] of proxyChanges)
+        proxies.change(name, was?.proxies ?? [], now?.proxies ?? []);
+    };
+    return { cfg, change: { gone, added }, applyProxies, hash };
   };
   // A resolver must outlive a bug in one query's handling: log it and keep serving.
   process.on('uncaughtException', (e) =>
     log('error', 'uncaught exception', { error: String(e?.stack ?? e) }),
   );
   process.on('unhandledRejection', (e) => log('error', 'unhandled rejection', { error: String(e) }));
-  let { cfg, proxies: wanted, hash } = load();
-  const resolver = await startResolver(cfg, { port: Number(process.env.TETHER_DNS_PORT ?? 53), log });
-  const proxies = new Proxies(log);
-  proxies.set(wanted);
+  const first = load();
+  const resolver = await startResolver(first.cfg, { port: Number(process.env.TETHER_DNS_PORT ?? 53), log });
+  first.applyProxies();
   writeFileSync(f.pid, String(process.pid));
-  writeFileSync(f.loaded, hash);
+  writeFileSync(f.loaded, first.hash);
   log('info', 'resolver ready', {
     listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),
     proxies: proxies.list(),
@@ -44,12 +64,12 @@ export async function serveDns(instance: string): Promise<void> {
     chain = chain.then(async () => {
       try {
         const t0 = performance.now();
-        ({ cfg, proxies: wanted, hash } = load());
+        const next = load();
         const t1 = performance.now();
-        await resolver.reload(cfg);
+        await resolver.reload(next.cfg);
         const t2 = performance.now();
-        proxies.set(wanted);
-        writeFileSync(f.loaded, hash);
+        next.applyProxies();
+        writeFileSync(f.loaded, next.hash);
         const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
         log('info', 'resolver reloaded', {
           listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),

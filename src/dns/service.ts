@@ -4,7 +4,7 @@
  * the namespace tether runs in (the host), listening on the gateway addresses.
  *
  *   runDir/dns.json    the configuration's index (written by apply, re-read on SIGHUP)
- *   runDir/dns/NAME.json  a container's names (a part; the index holds its hash)
+ *   runDir/dns/NAME.json  a container's names and proxies (a part; the index holds its hash)
  *   runDir/dns.pid     the resolver's pid
  *   runDir/dns.loaded  sha256 of the configuration it has loaded (the reload handshake)
  *   stateDir/dns.log   its log
@@ -21,6 +21,7 @@ import { KernelError } from '../model/errors.js';
 import { sha256hex, shortHash } from '../model/names.js';
 import { runDir, stateDir, syncPartFiles, writeText } from '../state/store.js';
 import type { ResolverIndex } from './config.js';
+import type { ProxySpec } from './proxy.js';
 import type { DnsEndpoint } from './records.js';
 
 const files = (instance: string) => ({
@@ -168,22 +169,25 @@ export async function reloadResolver(
   );
 }
 
+/** A container's part as the resolver loaded it (dns/NAME.json), with its hash. */
+export interface LoadedPart {
+  readonly hash: string;
+  readonly endpoints: readonly DnsEndpoint[];
+  readonly proxies: readonly ProxySpec[];
+}
+
 /**
  * Read the configuration: the index and its parts. A part whose hash is the one `known`
- * holds is taken from there, not read again. Throws when a part is missing or its text
- * does not match its hash.
+ * holds is that object, not read again. Throws when a part is missing or its text does
+ * not match its hash.
  */
 export function loadResolverConfig(
   instance: string,
-  known: ReadonlyMap<string, { hash: string; endpoints: DnsEndpoint[] }> = new Map(),
-): {
-  index: ResolverIndex;
-  hash: string;
-  parts: Map<string, { hash: string; endpoints: DnsEndpoint[] }>;
-} {
+  known: ReadonlyMap<string, LoadedPart> = new Map(),
+): { index: ResolverIndex; hash: string; parts: Map<string, LoadedPart> } {
   const text = readFileSync(files(instance).config, 'utf8');
   const index = JSON.parse(text) as ResolverIndex;
-  const parts = new Map<string, { hash: string; endpoints: DnsEndpoint[] }>();
+  const parts = new Map<string, LoadedPart>();
   for (const [name, hash] of Object.entries(index.parts ?? {})) {
     const had = known.get(name);
     if (had?.hash === hash) {
@@ -193,7 +197,8 @@ export function loadResolverConfig(
     const partText = readFileSync(partFile(instance, name), 'utf8');
     if (shortHash(partText) !== hash)
       throw new Error(`dns part ${name}: its file does not match the index (hash ${hash})`);
-    parts.set(name, { hash, endpoints: (JSON.parse(partText) as { endpoints: DnsEndpoint[] }).endpoints });
+    const part = JSON.parse(partText) as Partial<LoadedPart>;
+    parts.set(name, { hash, endpoints: part.endpoints ?? [], proxies: part.proxies ?? [] });
   }
   return { index, hash: sha256hex(text), parts };
 }

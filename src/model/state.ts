@@ -7,6 +7,8 @@
  * "whatever the kernel has is fine" (e.g. a MAC the user did not pin).
  */
 
+import type { ProxySpec } from '../dns/proxy.js';
+
 export interface BridgeState {
   /** Interface name (≤ 15 bytes). */
   readonly name: string;
@@ -82,6 +84,8 @@ export interface ResolverState {
   readonly parts?: Readonly<Record<string, string>>;
   /** Desired only: container → its part's hash, as in the index (saves parsing it back). */
   readonly partHashes?: Readonly<Record<string, string>>;
+  /** Desired only: container → its proxies on host ports tether chose, as in the index. */
+  readonly chosen?: Readonly<Record<string, readonly ProxySpec[]>>;
   /** Desired only: served networks and proxies, for the plan's description. */
   readonly networks?: number;
   readonly proxies?: number;

@@ -858,14 +858,18 @@ function parseResolverConfig(text: string): unknown {
 /** Host ports of bindings that exist in the kernel (nft maps): "family proto containerIp containerPort hostIp" → hostPort. */
 function existingBindings(actual: KernelState): Map<string, number> {
   const out = new Map<string, number>();
-  // Bindings served by the userland proxy live in the resolver process's configuration.
+  // The ports tether chose for bindings only the userland proxy serves are in the resolver
+  // process's index (dns/config.ts ResolverIndex.chosen; `proxies` before it).
   try {
+    type Proxy = { protocol: string; listen: string; port: number; to: string; toPort: number };
     const cfg = actual.resolver
       ? (parseResolverConfig(actual.resolver.config) as {
-          proxies?: { protocol: string; listen: string; port: number; to: string; toPort: number }[];
+          chosen?: Record<string, Proxy[]>;
+          proxies?: Proxy[];
         })
       : {};
-    for (const x of cfg.proxies ?? []) out.set(`6 ${x.protocol} ${x.to} ${x.toPort} ${x.listen}`, x.port);
+    for (const x of [...(cfg.proxies ?? []), ...Object.values(cfg.chosen ?? {}).flat()])
+      out.set(`6 ${x.protocol} ${x.to} ${x.toPort} ${x.listen}`, x.port);
   } catch {
     /* an unreadable configuration remembers nothing */
   }

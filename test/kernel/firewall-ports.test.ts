@@ -330,3 +330,61 @@ describe('published ports on the kernel', () => {
     }
   });
 });
+
+describe("the userland proxies across edits (each container's part of the resolver's configuration)", () => {
+  let s: Sandbox;
+  const manifest = (containers: string) =>
+    `networks:\n  v4: { ipam: { config: [{ subnet: 172.23.0.0/16 }] } }\ncontainers:\n${containers}`;
+  const chosenPort = () =>
+    Number(
+      JSON.parse(s.tetherOk('container', 'inspect', 'a'))[0].NetworkSettings.Ports['81/tcp'][0].HostPort,
+    );
+  beforeAll(() => {
+    s = Sandbox.create({ uplink: false });
+  });
+  afterAll(() => s.teardown());
+
+  it('follow the containers that come, go and change their ports; a port tether chose stays', async () => {
+    // IPv4-only containers: their IPv6 bindings ([::]) are served by the userland proxy.
+    s.write(
+      'm.yaml',
+      manifest(
+        '  z: { networks: [v4], ports: ["[::]::82"] }\n  a: { networks: [v4], ports: ["8201:80", "[::]::81"] }\n  b: { networks: [v4], ports: ["8202:80"] }\n',
+      ),
+    );
+    s.tetherOk('apply', '-f', s.manifests);
+    await Promise.all([s.serve(s.ns('a'), 'a', { tcp: [80, 81] }), s.serve(s.ns('b'), 'b', { tcp: [80] })]);
+    const chosen = chosenPort();
+    expect(chosen).toBeGreaterThan(1024);
+    const probe = async (ports: number[]) =>
+      (
+        await s.probe(
+          s.host,
+          ports.map((port) => tcp('::1', port)),
+        )
+      ).map((r) =>
+        r.ok ? `${r.port} → ${r.reply.split(' ')[0]} ${r.reply.split(' ')[2]}` : `${r.port} → none`,
+      );
+    expect(await probe([8201, 8202, chosen])).toEqual(['8201 → a 80', '8202 → b 80', `${chosen} → a 81`]);
+
+    // z goes (the first port of the range is free again), a moves to 8203, b goes, and c
+    // (at another address than b's) takes b's port: the proxy on 8202 relays to c now.
+    s.write(
+      'm.yaml',
+      manifest(
+        '  a: { networks: [v4], ports: ["8203:80", "[::]::81"] }\n  c: { networks: [v4], ports: ["8202:80"] }\n',
+      ),
+    );
+    s.tetherOk('apply', '-f', s.manifests, '--prune-all'); // (two of three go)
+    await s.serve(s.ns('c'), 'c', { tcp: [80] });
+    // A new command reads the port it chose from the resolver's index, and keeps it.
+    expect(chosenPort()).toBe(chosen);
+    expect(await probe([8201, 8202, 8203, chosen])).toEqual([
+      '8201 → none',
+      '8202 → c 80',
+      '8203 → a 80',
+      `${chosen} → a 81`,
+    ]);
+    expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
+  });
+});

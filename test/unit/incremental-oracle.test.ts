@@ -15,6 +15,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { desiredState } from '../../src/diff/desired.js';
 import { diff } from '../../src/diff/diff.js';
 import { resolverOf } from '../../src/dns/config.js';
+import type { ProxySpec } from '../../src/dns/proxy.js';
 import { patchRecord, sameData } from '../../src/model/intern.js';
 import type { Spec } from '../../src/model/spec.js';
 import { EMPTY_STATE, type KernelState, type NamespaceState } from '../../src/model/state.js';
@@ -65,7 +66,7 @@ function manifest(w: World): string {
       }
     }
     const ports = [`"${c.port}:80"`];
-    if (c.ephemeral) ports.push('"127.0.0.1::53/udp"');
+    if (c.ephemeral) ports.push('"127.0.0.1::53/udp"', '"[::]::81"');
     l.push(`    ports: [${ports.join(', ')}]`);
   }
   return `${l.join('\n')}\n`;
@@ -258,9 +259,12 @@ describe('desiredState of one resolved world', () => {
   });
 });
 
-describe('the resolver index of patched part hashes', () => {
+describe('the resolver index of patched part hashes and chosen ports', () => {
   it("is JSON.stringify's text, also when a patch adds a key that is an array index", () => {
     let hashes: Readonly<Record<string, string>> = { b: '1', a: '2' };
+    const proxy = (port: number) =>
+      ({ protocol: 'tcp', listen: '::', port, to: '10.0.0.2', toPort: 80 }) as const;
+    let chosen: Readonly<Record<string, readonly ProxySpec[]>> = { a: [proxy(1)] };
     for (const [k, v] of [
       ['c', '3'],
       ['7', '4'],
@@ -269,8 +273,9 @@ describe('the resolver index of patched part hashes', () => {
       ['b', '6'],
     ] as const) {
       hashes = patchRecord(hashes, new Map([[k, v]]));
-      const { config } = resolverOf(null, {}, hashes, []);
-      expect(config).toBe(`${JSON.stringify({ dns: null, parts: hashes, proxies: [] })}\n`);
+      chosen = patchRecord(chosen, new Map([[k, v && [proxy(Number(v))]]]));
+      const { config } = resolverOf(null, {}, hashes, chosen, 0);
+      expect(config).toBe(`${JSON.stringify({ dns: null, parts: hashes, chosen })}\n`);
     }
   });
 });

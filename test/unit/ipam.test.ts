@@ -5,6 +5,7 @@
  * IPv6 from the per-host ULA or 2001:db8::/32.
  */
 import { describe, expect, it } from 'vitest';
+import { desiredState } from '../../src/diff/desired.js';
 import { SpecError } from '../../src/model/errors.js';
 import { EMPTY_STATE, type KernelState } from '../../src/model/state.js';
 import { type HostFacts, resolve, ulaBase } from '../../src/spec/ipam.js';
@@ -166,12 +167,16 @@ containers:
 
   it('keeps the ephemeral port of a binding only the userland proxy serves', () => {
     const m = 'networks:\n  n: {}\ncontainers:\n  a: { networks: [n], ports: ["[::]::80"] }\n';
-    const proxies = [{ protocol: 'tcp', listen: '::', port: 40123, to: '172.18.0.2', toPort: 80 }];
+    const proxy = { protocol: 'tcp', listen: '::', port: 40123, to: '172.18.0.2', toPort: 80 };
+    const chosen = { a: [proxy] };
     const actual: KernelState = {
       ...EMPTY_STATE,
-      resolver: { config: JSON.stringify({ dns: null, proxies }), running: true },
+      resolver: { config: JSON.stringify({ dns: null, parts: {}, chosen }), running: true },
     };
     const p = res(m, actual).containers.a!.ports;
     expect(p.map((x) => `${x.hostIp}:${x.hostPort} proxy=${!!x.proxy}`)).toEqual([':::40123 proxy=true']);
+    // The desired index records the port it keeps.
+    const index = JSON.parse(desiredState(res(m, actual)).resolver!.config);
+    expect(index.chosen).toEqual(chosen);
   });
 });
