@@ -67,7 +67,7 @@ export async function soak(n: number, cycles: number): Promise<void> {
       externalMiB: number;
       fds: number;
     }[] = [];
-    const every = Math.max(1, Math.floor(cycles / 20));
+    const every = Math.max(1, Math.floor(cycles / Math.max(20, cycles / 50)));
     const c0 = performance.now();
     // Four kinds of cycle in turn: a full resync (SIGHUP), a container added (a namespace,
     // its listener, a veth, nft elements), a save that changes nothing, the container
@@ -91,17 +91,28 @@ export async function soak(n: number, cycles: number): Promise<void> {
       );
     }
     // After warm-up (the first sample is taken right after the first converge): the range,
-    // and the least-squares slope of RSS over cycles, per 1000 cycles.
+    // and the least-squares slope of RSS over cycles, per 1000 cycles; then the slope within
+    // each window of 1000 cycles (halves of a shorter run), which tells growth that goes on
+    // from growth that stops.
     const warm = samples.filter((x) => x.cycle > 1);
-    const mx = warm.reduce((a, x) => a + x.cycle, 0) / warm.length;
-    const my = warm.reduce((a, x) => a + x.rssMiB, 0) / warm.length;
-    const slope =
-      warm.reduce((a, x) => a + (x.cycle - mx) * (x.rssMiB - my), 0) /
-      warm.reduce((a, x) => a + (x.cycle - mx) ** 2, 0);
+    const slope = (xs: typeof warm) => {
+      const mx = xs.reduce((a, x) => a + x.cycle, 0) / xs.length;
+      const my = xs.reduce((a, x) => a + x.rssMiB, 0) / xs.length;
+      const k =
+        xs.reduce((a, x) => a + (x.cycle - mx) * (x.rssMiB - my), 0) /
+        xs.reduce((a, x) => a + (x.cycle - mx) ** 2, 0);
+      return `${k * 1000 >= 0 ? '+' : ''}${(k * 1000).toFixed(1)}`;
+    };
     const range = (f: (x: (typeof warm)[number]) => number) =>
       `${Math.min(...warm.map(f)).toFixed(0)}–${Math.max(...warm.map(f)).toFixed(0)}`;
+    const span = cycles >= 2000 ? 1000 : Math.ceil(cycles / 2);
+    const windows: string[] = [];
+    for (let from = 0; from < cycles; from += span) {
+      const xs = warm.filter((x) => x.cycle > from && x.cycle <= from + span);
+      if (xs.length >= 3) windows.push(`cycles ${from + 1}–${from + span}: ${slope(xs)}`);
+    }
     process.stdout.write(
-      `${cycles} reconciles of ${n} containers, ${perCycle.toFixed(0)} ms each; after warm-up RSS ${range((x) => x.rssMiB)} MiB (slope ${(slope * 1000 >= 0 ? '+' : '') + (slope * 1000).toFixed(1)} MiB per 1000 cycles), JS heap used ${range((x) => x.heapMiB)} MiB of ${range((x) => x.heapTotalMiB)} MiB, external ${range((x) => x.externalMiB)} MiB, open fds ${range((x) => x.fds)}\n`,
+      `${cycles} reconciles of ${n} containers, ${perCycle.toFixed(0)} ms each; after warm-up RSS ${range((x) => x.rssMiB)} MiB (slope ${slope(warm)} MiB per 1000 cycles; within windows: ${windows.join(', ')}), JS heap used ${range((x) => x.heapMiB)} MiB of ${range((x) => x.heapTotalMiB)} MiB, external ${range((x) => x.externalMiB)} MiB, open fds ${range((x) => x.fds)}\n`,
     );
     // What the in-memory observation did: full reads, namespaces read again, plans reused,
     // and differences a full read found between memory and the kernel (should be 0).
