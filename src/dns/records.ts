@@ -2,9 +2,10 @@
  * Pure record logic of tether's embedded resolver (Docker embedded-DNS semantics,
  * docker-semantics.md §6.2, served aardvark-style on each network's gateway).
  *
- * No I/O here. {@link compileDns} turns a {@link DnsConfig} into lookup tables once per
- * (re)load; {@link resolveLocal} answers one question against them and says whether the
- * answer is local, NXDOMAIN, or must be forwarded upstream.
+ * No I/O here. {@link compileDns} turns a {@link DnsConfig} into lookup tables;
+ * {@link patchDns} updates them when only some endpoints changed (a reload that touches a
+ * few containers costs in proportion to them); {@link resolveLocal} answers one question
+ * against them and says whether the answer is local, NXDOMAIN, or must be forwarded upstream.
  */
 import type { StringAnswer } from 'dns-packet';
 import { canonicalIp, type ParsedCidr, parseCidrStrict, parseIpStrict } from './ip.js';
@@ -73,8 +74,10 @@ export interface NetworkRecords {
 }
 
 /**
- * Compiled, read-only form of a {@link DnsConfig}. Build it with {@link compileDns};
- * replace it wholesale on reload.
+ * Compiled, read-only form of a {@link DnsConfig}. Build it with {@link compileDns}; on a
+ * reload, patch it with {@link patchDns} when only endpoints changed, else compile anew.
+ * "Config order" and "endpoint order" below mean the order endpoints were listed in: after
+ * a patch, the kept ones in their order, then the added ones.
  */
 export interface DnsIndex {
   readonly kind: 'dns-index';
@@ -91,7 +94,10 @@ export interface DnsIndex {
   readonly upstreams: readonly Upstream[];
   /** Per-container forwarders, by the container's addresses. */
   readonly upstreamsByIp: ReadonlyMap<string, readonly Upstream[]>;
-  /** What was skipped while compiling (bad addresses, unknown networks, bad upstreams). */
+  /**
+   * What was skipped while compiling (bad addresses, unknown networks, bad upstreams).
+   * After {@link patchDns}: only what was skipped among the endpoints that patch added.
+   */
   readonly warnings: readonly string[];
 }
 
@@ -148,13 +154,13 @@ export function parseUpstream(s: string): Upstream | null {
 /**
  * Builds the lookup tables. Never throws on bad data: invalid addresses, endpoints on
  * unknown networks and unparsable upstreams are skipped and listed in `warnings`.
+ *
+ * The index remembers how each table entry came about, so {@link patchDns} can later take
+ * endpoints out and put others in without going over the rest.
  */
 export function compileDns(cfg: DnsConfig): DnsIndex {
   const warnings: string[] = [];
-  const networks = new Map<
-    string,
-    NetworkRecords & { names: Map<string, NameAddrs>; ptr: Map<string, string> }
-  >();
+  const networks = new Map<string, NetRecords>();
   const listen = new Map<string, string>();
   for (const n of cfg.networks ?? []) {
     if (networks.has(n.name)) {
@@ -182,95 +188,369 @@ export function compileDns(cfg: DnsConfig): DnsIndex {
     networks.set(n.name, { name: n.name, listen: addrs, subnets, names: new Map(), ptr: new Map() });
   }
 
-  const byIp = new Map<string, { container: string; network: string }[]>();
-  const containerNetworks = new Map<string, string[]>();
-  const allNames = new Set<string>();
-  // Each name's address lists, as Sets too: a name many endpoints share (a service alias)
-  // would otherwise be searched once per endpoint.
-  const members = new Map<string[], Set<string>>();
-  const addOnce = (list: string[], s: string) => {
-    let m = members.get(list);
-    if (!m) members.set(list, (m = new Set(list)));
-    if (!m.has(s)) {
-      m.add(s);
-      list.push(s);
-    }
+  const book: Book = {
+    networks,
+    next: 0,
+    byContainer: new Map(),
+    ownUpstreams: new Map(),
+    byIp: new Map(),
+    containerNetworks: new Map(),
+    allNames: new Set(),
+    upstreamsByIp: new Map(),
   };
-  for (const ep of cfg.endpoints ?? []) {
-    const net = networks.get(ep.network);
-    if (!net) {
-      warnings.push(`endpoint ${ep.container}: unknown network ${ep.network}`);
-      continue;
-    }
-    const facts = endpointFacts(ep);
-    warnings.push(...facts.warnings);
-
-    const nets = containerNetworks.get(ep.container) ?? [];
-    if (!nets.includes(ep.network)) nets.push(ep.network);
-    containerNetworks.set(ep.container, nets);
-
-    for (const k of facts.keys) {
-      allNames.add(k);
-      let entry = net.names.get(k);
-      if (!entry) {
-        entry = { v4: [], v6: [] };
-        net.names.set(k, entry);
-      }
-      for (const ip of facts.ips) addOnce(ip.v6 ? entry.v6 : entry.v4, ip.text);
-    }
-    for (const { text: s } of facts.ips) {
-      if (!net.ptr.has(s)) net.ptr.set(s, ep.container);
-      const owners = byIp.get(s) ?? [];
-      owners.push({ container: ep.container, network: ep.network });
-      byIp.set(s, owners);
-    }
-  }
-
-  const parseAll = (list: readonly string[]) => {
-    const out: Upstream[] = [];
-    for (const u of list) {
-      const p = parseUpstream(u);
-      if (p) out.push(p);
-      else warnings.push(`invalid upstream ${JSON.stringify(u)} skipped`);
-    }
-    return out;
-  };
-  const upstreams = parseAll(cfg.upstreams ?? []);
-  const upstreamsByIp = new Map<string, readonly Upstream[]>();
-  for (const ep of cfg.endpoints ?? []) {
-    if (!Array.isArray(ep.upstreams)) continue;
-    const own = parseAll(ep.upstreams);
-    for (const ip of [ep.ipv4, ep.ipv6]) {
-      const c = ip ? canonicalIp(ip) : null;
-      if (c) upstreamsByIp.set(c, own);
-    }
-  }
+  const late: string[] = [];
+  for (const ep of cfg.endpoints ?? []) addListing(book, ep, warnings, late);
+  const upstreams = parseUpstreams(cfg.upstreams ?? [], warnings);
+  for (const w of late) warnings.push(w);
 
   const ttl =
     typeof cfg.ttl === 'number' && Number.isInteger(cfg.ttl) && cfg.ttl >= 0 ? cfg.ttl : DEFAULT_TTL;
-  return {
+  const index: DnsIndex = {
     kind: 'dns-index',
     ttl,
     networks,
-    byIp,
-    containerNetworks,
-    allNames,
+    byIp: book.byIp,
+    containerNetworks: book.containerNetworks,
+    allNames: book.allNames,
     listen,
     upstreams,
-    upstreamsByIp,
+    upstreamsByIp: book.upstreamsByIp,
     warnings,
   };
+  books.set(index, book);
+  return index;
 }
 
 /**
- * An endpoint's parsed addresses (IPv4 first) and normalized names, kept per endpoint
- * object: a reload keeps the objects of the parts that did not change (dns/service.ts), so
- * it parses only the new ones.
+ * Takes the endpoints `gone` out of a compiled index and puts `added` in, in time
+ * proportional to those endpoints (plus, for each name or address they share with
+ * others, a splice in that name's or address's list).
+ *
+ * - `gone` are the very objects the index was built or patched with (compared by
+ *   identity). An object listed more than once loses its earliest listing per mention.
+ *   When one of them is not in the index this throws before changing anything; compile
+ *   instead.
+ * - The networks, upstreams and ttl stay those of the index: when they change, compile.
+ * - Result: the tables {@link compileDns} would build from a config listing the kept
+ *   endpoints in their order, then `added` in theirs. So where several endpoints share a
+ *   name or an address, its address list or owner list may be in another order than a
+ *   compile of the config as written (answers are rotated anyway). The iteration order of
+ *   the maps, which no lookup depends on, is not part of this.
+ * - The index is updated in place: the result shares its tables (do not keep using the
+ *   argument as the old state). The result's `warnings` are those of `added` only.
+ */
+export function patchDns(
+  index: DnsIndex,
+  gone: readonly DnsEndpoint[],
+  added: readonly DnsEndpoint[],
+): DnsIndex {
+  const book = books.get(index);
+  if (!book) throw new Error('patchDns: this index was not built by compileDns');
+  if (gone.length > 0) {
+    // Check every removal first, so a wrong call leaves the index as it was.
+    const seen = new Map<DnsEndpoint, number>();
+    for (const ep of gone) {
+      const times = (seen.get(ep) ?? 0) + 1;
+      if (times > timesListed(book, ep)) {
+        throw new Error(`patchDns: endpoint ${ep?.container} on ${ep?.network} is not in the index`);
+      }
+      seen.set(ep, times);
+    }
+  }
+  // Added first, then gone: taking listings out keeps the others' order, so this ends the
+  // same as the other way round. But a replaced container's names and addresses are then
+  // not deleted from the maps and set again: in V8, deleting and setting one key over and
+  // over in a large Map gets slow (measured: about 1 µs a cycle at 1000 entries, 25 µs at
+  // 10 000), and a container being replaced again and again is just that.
+  const warnings: string[] = [];
+  const late: string[] = [];
+  for (const ep of added) addListing(book, ep, warnings, late);
+  for (const w of late) warnings.push(w);
+  for (const ep of gone) dropListing(book, takeListing(book, ep));
+  const next: DnsIndex = { ...index, warnings };
+  books.set(next, book);
+  return next;
+}
+
+function parseUpstreams(list: readonly string[], warnings: string[]): Upstream[] {
+  const out: Upstream[] = [];
+  for (const u of list) {
+    const p = parseUpstream(u);
+    if (p) out.push(p);
+    else warnings.push(`invalid upstream ${JSON.stringify(u)} skipped`);
+  }
+  return out;
+}
+
+/** One listing of an endpoint in an index (an object listed twice has two). */
+interface Listing {
+  readonly ep: DnsEndpoint;
+  readonly facts: EndpointFacts;
+  /** Its place in the listing order: later listings have larger numbers. */
+  readonly seq: number;
+  /** Its network's tables; undefined when the network is unknown (only its upstreams count). */
+  readonly net: NetRecords | undefined;
+  /** Its entry in the `byIp` lists of its addresses (one object for both families). */
+  readonly owner: { readonly container: string; readonly network: string };
+}
+
+/** One listing, or several in listing order: most things have exactly one. */
+type OneOrMore = Listing | Listing[];
+
+const firstSeq = (x: OneOrMore): number => (Array.isArray(x) ? x[0]!.seq : x.seq);
+
+/**
+ * A name's addresses on one network (the public {@link NameAddrs}) and, in private fields
+ * that neither lookups nor comparisons see, which listings put them there.
+ */
+class NameEntry implements NameAddrs {
+  readonly v4: string[] = [];
+  readonly v6: string[] = [];
+  /** Listings registering the name here; the entry goes when none is left. */
+  #count = 1;
+  /** The only listing, until a second one registers the name: every address is its. */
+  #first: Listing | undefined;
+  /**
+   * address → the listings that contribute it, made when a second listing registers the
+   * name. An address sits in its list where the first of them put it.
+   */
+  #by: Map<string, OneOrMore> | undefined;
+
+  constructor(first: Listing) {
+    this.#first = first;
+    for (const ip of first.facts.ips) (ip.v6 ? this.v6 : this.v4).push(ip.text);
+  }
+
+  add(l: Listing): void {
+    this.#count++;
+    let by = this.#by;
+    if (by === undefined) {
+      by = this.#by = new Map();
+      const first = this.#first!;
+      for (const ip of first.facts.ips) by.set(ip.text, first);
+      this.#first = undefined;
+    }
+    for (const ip of l.facts.ips) {
+      const had = by.get(ip.text);
+      if (had === undefined) {
+        by.set(ip.text, l);
+        (ip.v6 ? this.v6 : this.v4).push(ip.text);
+      } else if (Array.isArray(had)) {
+        had.push(l);
+      } else {
+        by.set(ip.text, [had, l]);
+      }
+    }
+  }
+
+  /** Takes `l`'s addresses out as if it had never registered the name; false when none is left. */
+  drop(l: Listing): boolean {
+    if (--this.#count === 0) return false;
+    const by = this.#by!;
+    for (const ip of l.facts.ips) {
+      const had = by.get(ip.text)!;
+      const list = ip.v6 ? this.v6 : this.v4;
+      if (!Array.isArray(had)) {
+        by.delete(ip.text);
+        list.splice(list.indexOf(ip.text), 1);
+        continue;
+      }
+      const i = had.indexOf(l);
+      had.splice(i, 1);
+      if (had.length === 1) by.set(ip.text, had[0]!);
+      if (i > 0) continue;
+      // Its first contributor went: the address moves to where the next one put it.
+      list.splice(list.indexOf(ip.text), 1);
+      const seq = had[0]!.seq;
+      let lo = 0;
+      let hi = list.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (firstSeq(by.get(list[mid]!)!) < seq) lo = mid + 1;
+        else hi = mid;
+      }
+      list.splice(lo, 0, ip.text);
+    }
+    return true;
+  }
+}
+
+/** A network's tables as the index builds them. */
+interface NetRecords extends NetworkRecords {
+  readonly names: Map<string, NameEntry>;
+  readonly ptr: Map<string, string>;
+}
+
+/** What an index keeps to be patched: its mutable tables and where their entries came from. */
+interface Book {
+  readonly networks: ReadonlyMap<string, NetRecords>;
+  /** The next listing's `seq`. */
+  next: number;
+  /** container → its listings, on known networks or not (how patchDns finds a gone endpoint). */
+  readonly byContainer: Map<string, OneOrMore>;
+  /** address → the listings with their own upstreams filed under it; the last one's win. */
+  readonly ownUpstreams: Map<string, Listing[]>;
+  readonly byIp: Map<string, { container: string; network: string }[]>;
+  readonly containerNetworks: Map<string, string[]>;
+  readonly allNames: Set<string>;
+  readonly upstreamsByIp: Map<string, readonly Upstream[]>;
+}
+
+const books = new WeakMap<DnsIndex, Book>();
+
+function timesListed(book: Book, ep: DnsEndpoint): number {
+  const mine = book.byContainer.get(ep.container);
+  if (mine === undefined) return 0;
+  if (!Array.isArray(mine)) return mine.ep === ep ? 1 : 0;
+  let n = 0;
+  for (const l of mine) if (l.ep === ep) n++;
+  return n;
+}
+
+/** Takes the earliest listing of `ep` out of its container's listings (it must have one). */
+function takeListing(book: Book, ep: DnsEndpoint): Listing {
+  const mine = book.byContainer.get(ep.container)!;
+  if (!Array.isArray(mine)) {
+    book.byContainer.delete(ep.container);
+    return mine;
+  }
+  const i = mine.findIndex((l) => l.ep === ep);
+  const [l] = mine.splice(i, 1);
+  if (mine.length === 1) book.byContainer.set(ep.container, mine[0]!);
+  return l!;
+}
+
+/**
+ * Appends one listing to every table. Its warnings go to `warnings`, those about its own
+ * upstreams to `late` (a compile lists them after the global upstreams' ones).
+ */
+function addListing(book: Book, ep: DnsEndpoint, warnings: string[], late: string[]): void {
+  const net = book.networks.get(ep.network);
+  const facts = endpointFacts(ep);
+  const l: Listing = {
+    ep,
+    facts,
+    seq: book.next++,
+    net,
+    owner: { container: ep.container, network: ep.network },
+  };
+  const mine = book.byContainer.get(ep.container);
+  if (mine === undefined) book.byContainer.set(ep.container, l);
+  else if (Array.isArray(mine)) mine.push(l);
+  else book.byContainer.set(ep.container, [mine, l]);
+
+  if (!net) {
+    warnings.push(`endpoint ${ep.container}: unknown network ${ep.network}`);
+  } else {
+    for (const w of facts.warnings) warnings.push(w);
+    const nets = book.containerNetworks.get(ep.container);
+    if (nets === undefined) book.containerNetworks.set(ep.container, [ep.network]);
+    else if (!nets.includes(ep.network)) nets.push(ep.network);
+
+    const { names, ptr } = net;
+    for (const k of facts.keys) {
+      const entry = names.get(k);
+      if (entry) {
+        entry.add(l);
+      } else {
+        names.set(k, new NameEntry(l));
+        book.allNames.add(k);
+      }
+    }
+    for (const { text } of facts.ips) {
+      if (!ptr.has(text)) ptr.set(text, ep.container);
+      const owners = book.byIp.get(text);
+      if (owners) owners.push(l.owner);
+      else book.byIp.set(text, [l.owner]);
+    }
+  }
+
+  if (facts.own) {
+    for (const w of facts.ownWarnings) late.push(w);
+    for (const a of facts.ownKeys) {
+      const list = book.ownUpstreams.get(a);
+      if (list) list.push(l);
+      else book.ownUpstreams.set(a, [l]);
+      book.upstreamsByIp.set(a, facts.own);
+    }
+  }
+}
+
+/** Undoes {@link addListing} as if `l` had never been listed; `l` is out of `byContainer`. */
+function dropListing(book: Book, l: Listing): void {
+  const { ep, facts, net } = l;
+  if (net) {
+    // The container's networks, each where its first remaining listing puts it.
+    const mine = book.byContainer.get(ep.container);
+    const nets: string[] = [];
+    for (const m of mine === undefined ? [] : Array.isArray(mine) ? mine : [mine]) {
+      if (m.net && !nets.includes(m.ep.network)) nets.push(m.ep.network);
+    }
+    if (nets.length > 0) book.containerNetworks.set(ep.container, nets);
+    else book.containerNetworks.delete(ep.container);
+
+    for (const k of facts.keys) {
+      if (net.names.get(k)!.drop(l)) continue;
+      net.names.delete(k);
+      // A name leaves allNames with its last registrant on any network.
+      let elsewhere = false;
+      for (const other of book.networks.values()) if ((elsewhere = other.names.has(k))) break;
+      if (!elsewhere) book.allNames.delete(k);
+    }
+
+    const ptr = net.ptr;
+    for (const { text } of facts.ips) {
+      const owners = book.byIp.get(text)!;
+      const i = owners.indexOf(l.owner);
+      owners.splice(i, 1);
+      if (owners.length === 0) {
+        book.byIp.delete(text);
+        ptr.delete(text);
+        continue;
+      }
+      let earlier = false;
+      for (let j = 0; j < i && !earlier; j++) earlier = owners[j]!.network === ep.network;
+      if (earlier) continue;
+      // It was the PTR target here: the next owner on this network, if any, takes over.
+      let after = i;
+      while (after < owners.length && owners[after]!.network !== ep.network) after++;
+      if (after < owners.length) ptr.set(text, owners[after]!.container);
+      else ptr.delete(text);
+    }
+  }
+
+  if (facts.own) {
+    for (const a of facts.ownKeys) {
+      const list = book.ownUpstreams.get(a)!;
+      const i = list.indexOf(l);
+      list.splice(i, 1);
+      if (list.length === 0) {
+        book.ownUpstreams.delete(a);
+        book.upstreamsByIp.delete(a);
+      } else if (i === list.length) {
+        book.upstreamsByIp.set(a, list[list.length - 1]!.facts.own!);
+      }
+    }
+  }
+}
+
+/**
+ * An endpoint's parsed addresses (IPv4 first), normalized names and own upstreams, kept
+ * per endpoint object: a reload keeps the objects of the parts that did not change
+ * (dns/service.ts), so it parses only the new ones.
  */
 interface EndpointFacts {
   readonly ips: readonly { readonly text: string; readonly v6: boolean }[];
   readonly keys: readonly string[];
   readonly warnings: readonly string[];
+  /** Its own forwarders (undefined: it has none of its own, the global ones apply). */
+  readonly own: readonly Upstream[] | undefined;
+  readonly ownWarnings: readonly string[];
+  /**
+   * The addresses `own` is filed under: the canonical forms of its `ipv4` and `ipv6`
+   * fields as written (either family in either field), without duplicates.
+   */
+  readonly ownKeys: readonly string[];
 }
 const factsOf = new WeakMap<DnsEndpoint, EndpointFacts>();
 
@@ -295,7 +575,17 @@ function endpointFacts(ep: DnsEndpoint): EndpointFacts {
     const k = normalizeName(raw);
     if (k !== '') keys.add(k);
   }
-  const facts = { ips, keys: [...keys], warnings };
+  const ownWarnings: string[] = [];
+  let own: Upstream[] | undefined;
+  const ownKeys: string[] = [];
+  if (Array.isArray(ep.upstreams)) {
+    own = parseUpstreams(ep.upstreams, ownWarnings);
+    for (const ip of [v4, v6]) {
+      const c = ip?.toString();
+      if (c !== undefined && !ownKeys.includes(c)) ownKeys.push(c);
+    }
+  }
+  const facts = { ips, keys: [...keys], warnings, own, ownWarnings, ownKeys };
   factsOf.set(ep, facts);
   return facts;
 }

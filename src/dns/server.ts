@@ -13,7 +13,15 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { forward } from './forward.js';
 import { handlePacket, type PacketResult, RCODE } from './packet.js';
-import { compileDns, type DnsConfig, type DnsIndex, type Upstream, upstreamsFor } from './records.js';
+import {
+  compileDns,
+  type DnsConfig,
+  type DnsEndpoint,
+  type DnsIndex,
+  patchDns,
+  type Upstream,
+  upstreamsFor,
+} from './records.js';
 
 export type { PacketContext, PacketResult } from './packet.js';
 export { handlePacket } from './packet.js';
@@ -69,13 +77,28 @@ export interface ResolverStats extends Counters {
   listeners: ListenerInfo[];
 }
 
+/** The endpoints that changed between the loaded configuration and the next one. */
+export interface DnsChange {
+  /** Endpoints of the loaded configuration that are no longer listed: the very objects. */
+  gone: readonly DnsEndpoint[];
+  /** Endpoints listed now that were not: new objects, or ones that were also in `gone`. */
+  added: readonly DnsEndpoint[];
+}
+
 export interface Resolver {
   /**
    * Swaps in new records. Sockets stay open for addresses still present; listeners are
    * opened for new addresses (and failed ones retried) and closed for removed ones.
    * Never rejects: bind failures are logged and visible in {@link listeners}.
+   *
+   * With `change`, and the same networks, upstreams and ttl as the loaded configuration,
+   * the loaded records are patched ({@link patchDns}): the cost is that of the changed
+   * endpoints, and the warnings logged are theirs. `cfg.endpoints` is then not read; the
+   * caller vouches that it lists the loaded endpoints minus `gone`, plus `added` (in
+   * another order at most). Otherwise, or when the patch is refused (a `gone` endpoint that
+   * is not loaded), the records are compiled from `cfg` as without `change`.
    */
-  reload(cfg: DnsConfig): Promise<void>;
+  reload(cfg: DnsConfig, change?: DnsChange): Promise<void>;
   /** Closes every socket and aborts forwarded queries. Idempotent. */
   close(): Promise<void>;
   stats(): ResolverStats;
@@ -212,6 +235,11 @@ class Listener {
   }
 }
 
+/** What must be equal for a reload to patch the loaded records rather than compile anew. */
+function shapeOf(cfg: DnsConfig): string {
+  return JSON.stringify([cfg.networks ?? [], cfg.upstreams ?? [], cfg.ttl ?? null]);
+}
+
 function closeQuietly(sock: dgram.Socket, cb?: () => void): void {
   try {
     sock.close(cb);
@@ -222,6 +250,8 @@ function closeQuietly(sock: dgram.Socket, cb?: () => void): void {
 
 class ResolverImpl implements Resolver {
   private index: DnsIndex;
+  /** The networks, upstreams and ttl the index was compiled with, as JSON: what a patch keeps. */
+  private shape: string;
   private readonly listenersByAddr = new Map<string, Listener>();
   private readonly counters: Counters = {
     received: 0,
@@ -247,6 +277,7 @@ class ResolverImpl implements Resolver {
 
   constructor(cfg: DnsConfig, opts: ResolverOptions) {
     this.index = compileDns(cfg);
+    this.shape = shapeOf(cfg);
     this.port = opts.port ?? 53;
     this.timeoutMs = opts.upstreamTimeoutMs ?? 2000;
     this.maxInflight = opts.maxInflight ?? 1024;
@@ -263,9 +294,16 @@ class ResolverImpl implements Resolver {
     }
   }
 
-  /** Opens/closes listeners to match the current index. Called under `chain`. */
-  private async sync(): Promise<void> {
+  private logWarnings(): void {
     for (const w of this.index.warnings) this.log('warn', `dns config: ${w}`);
+  }
+
+  /**
+   * Opens/closes listeners to match the current index. Called under `chain`. Cheap when
+   * nothing is to change (one look at each listener), so it also runs after a patch: that
+   * retries listeners that failed to bind.
+   */
+  private async sync(): Promise<void> {
     const wanted = this.index.listen;
     const closing: Promise<void>[] = [];
     for (const [addr, l] of this.listenersByAddr) {
@@ -303,11 +341,25 @@ class ResolverImpl implements Resolver {
     await Promise.all(opening);
   }
 
-  reload(cfg: DnsConfig): Promise<void> {
+  reload(cfg: DnsConfig, change?: DnsChange): Promise<void> {
     const run = async (): Promise<void> => {
       if (this.closed) return;
       try {
-        this.index = compileDns(cfg);
+        const shape = shapeOf(cfg);
+        let patched = false;
+        if (change && shape === this.shape) {
+          try {
+            this.index = patchDns(this.index, change.gone, change.added);
+            patched = true;
+          } catch (e) {
+            this.log('warn', 'dns records could not be patched; compiling them', { error: String(e) });
+          }
+        }
+        if (!patched) {
+          this.index = compileDns(cfg);
+          this.shape = shape;
+        }
+        this.logWarnings();
         await this.sync();
       } catch (e) {
         this.log('error', 'dns reload failed', { error: String(e) });
@@ -318,6 +370,7 @@ class ResolverImpl implements Resolver {
   }
 
   async initial(): Promise<void> {
+    this.logWarnings();
     this.chain = this.chain.then(() => this.sync());
     await this.chain;
   }
