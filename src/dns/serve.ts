@@ -66,7 +66,7 @@ export async function serveDns(instance: string): Promise<void> {
         const t0 = performance.now();
         const next = load();
         const t1 = performance.now();
-        await resolver.reload(next.cfg);
+        await resolver.reload(next.cfg, next.change);
         const t2 = performance.now();
         next.applyProxies();
         writeFileSync(f.loaded, next.hash);

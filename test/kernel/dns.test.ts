@@ -140,6 +140,38 @@ describe('container DNS on the kernel', () => {
     expect(short('alpine1', 'www')).toEqual(['172.18.0.5', '172.18.0.6']);
   });
 
+  it('follows edits in the running resolver: a new container, a changed alias, a container gone', () => {
+    const run = join(s.dir, 'run', s.instance);
+    const pid = readFileSync(join(run, 'dns.pid'), 'utf8');
+    const edited = MANIFEST.replace(
+      'web2:\n    networks: { alpine-net: { aliases: [www] } }',
+      'web2:\n    networks: { alpine-net: { aliases: [api] } }',
+    )
+      .replace('  alpine2: { networks: [alpine-net] }\n', '')
+      .concat('  alpine5:\n    networks: { alpine-net: { aliases: [www] } }\n');
+    expect(edited).not.toBe(MANIFEST);
+    s.write('m.yaml', edited);
+    s.tetherOk('apply', '-f', s.manifests, '--prune-all');
+    // The same resolver process, reloaded with the changed parts only.
+    expect(readFileSync(join(run, 'dns.pid'), 'utf8')).toBe(pid);
+    const [five] = short('alpine1', 'alpine5');
+    expect(five).toMatch(/^172\.18\.0\.\d+$/);
+    expect(short('alpine1', 'www')).toEqual([...short('alpine1', 'web1'), five!].sort());
+    expect(short('alpine1', 'api')).toEqual(short('alpine1', 'web2'));
+    expect(short('alpine1', '-x', five!)).toEqual(['alpine5.']);
+    expect(status('alpine1', 'alpine2')).not.toBe('NOERROR');
+    expect(short('alpine5', 'alpine1')).toEqual(short('alpine4', 'alpine1'));
+    // And back: the seed's names again.
+    s.write('m.yaml', MANIFEST);
+    s.tetherOk('apply', '-f', s.manifests, '--prune-all');
+    expect(readFileSync(join(run, 'dns.pid'), 'utf8')).toBe(pid);
+    expect(short('alpine1', 'alpine2')).toEqual(['172.18.0.3']);
+    expect(status('alpine1', 'alpine5')).not.toBe('NOERROR');
+    expect(short('alpine1', 'www')).toEqual(
+      [...short('alpine1', 'web1'), ...short('alpine1', 'web2')].sort(),
+    );
+  });
+
   it('plan is empty after apply; destroy stops the resolver and removes the files', () => {
     expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
     s.tetherOk('destroy');
