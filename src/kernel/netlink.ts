@@ -4,6 +4,7 @@
  * then fail: observe never plans from a partial view. Writes pass CREATE|EXCL
  * explicitly (the package adds no flags).
  */
+import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as nl from 'netlink';
@@ -103,6 +104,13 @@ function macBuffer(mac: string): Buffer {
 }
 
 /** IFLA_IFNAME: a request that names its link instead of giving an index. */
+/** A random MAC, locally administered and unicast. */
+export function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
 const ifnameAttr = (name: string) => rtattr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`));
 
 function wrap(op: string, e: unknown): KernelError {
@@ -225,14 +233,20 @@ export class HostNetlink {
     return this.dumpOf(rt.MessageType.GETROUTE, 12, 'routes', rt.MessageType.NEWROUTE, parseRoute);
   }
 
-  async createBridge(name: string, mtu?: number, mac?: string): Promise<void> {
+  /**
+   * A bridge with a MAC of its own (random, locally administered, unicast, as Docker's). A
+   * bridge whose MAC was never set takes the lowest MAC of its ports, so a container that
+   * comes or goes could change the gateway's MAC under its neighbours' ARP caches: their
+   * packets to the gateway (DNS, the way out) would go astray for seconds.
+   */
+  async createBridge(name: string, mtu?: number, mac = randomMac()): Promise<void> {
     await this.request(`create bridge ${name}`, () =>
       this.sock.newLink(
         {},
         {
           ifname: name,
           mtu,
-          address: mac ? macBuffer(mac) : undefined,
+          address: macBuffer(mac),
           linkinfo: ifla.formatInfo({ kind: 'bridge' }) as unknown as Buffer,
         },
         { flags: FlagsNew.CREATE | FlagsNew.EXCL },

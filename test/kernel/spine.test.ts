@@ -77,6 +77,46 @@ describe('seed walkthrough on the kernel', () => {
     expect(routes[0].gateway).toBe('172.18.0.1');
   });
 
+  it('gives each bridge a MAC of its own, which a port with a lower MAC does not take', () => {
+    const bridges = s.ipJson(s.host, 'link', 'show', 'type', 'bridge') as {
+      ifname: string;
+      address: string;
+    }[];
+    expect(bridges).toHaveLength(2);
+    const ok = (cmd: string[]) => {
+      const r = s.inNs(s.host, cmd);
+      if (r.code !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    for (const b of bridges) {
+      // Set (3, NET_ADDR_SET), locally administered and unicast, as Docker's random MAC.
+      expect(ok(['cat', `/sys/class/net/${b.ifname}/addr_assign_type`])).toBe('3');
+      expect(Number.parseInt(b.address.slice(0, 2), 16) & 0x03).toBe(0x02);
+      // A bridge without one would take the lowest MAC of its ports: the gateway's MAC
+      // would change under the containers' ARP caches as containers come and go.
+      ok([
+        'ip',
+        'link',
+        'add',
+        'lowmac0',
+        'address',
+        '02:00:00:00:00:01',
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'lowmac1',
+      ]);
+      try {
+        ok(['ip', 'link', 'set', 'lowmac0', 'master', b.ifname, 'up']);
+        expect(s.ipJson(s.host, 'link', 'show', 'dev', b.ifname)[0].address).toBe(b.address);
+      } finally {
+        ok(['ip', 'link', 'del', 'lowmac0']);
+      }
+    }
+    expect(planJson(s).actions).toEqual([]);
+  });
+
   it('reachability by IP: same network yes, across networks no, alpine4 both', () => {
     const a1 = '172.18.0.2';
     const a2 = '172.18.0.3';
