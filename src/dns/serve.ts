@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { Proxies } from './proxy.js';
 import type { DnsConfig, DnsEndpoint } from './records.js';
 import { startResolver } from './server.js';
-import { dnsFiles, type LoadedPart, loadResolverConfig } from './service.js';
+import { dnsFiles, type LoadedPart, loadedMark, loadResolverConfig } from './service.js';
 
 const EMPTY_DNS: DnsConfig = { networks: [], endpoints: [], upstreams: [] };
 
@@ -54,7 +54,7 @@ export async function serveDns(instance: string): Promise<void> {
   const resolver = await startResolver(first.cfg, { port: Number(process.env.TETHER_DNS_PORT ?? 53), log });
   first.applyProxies();
   writeFileSync(f.pid, String(process.pid));
-  writeFileSync(f.loaded, first.hash);
+  writeFileSync(f.loaded, loadedMark(first.hash));
   log('info', 'resolver ready', {
     listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),
     proxies: proxies.list(),
@@ -69,7 +69,7 @@ export async function serveDns(instance: string): Promise<void> {
         await resolver.reload(next.cfg, next.change);
         const t2 = performance.now();
         next.applyProxies();
-        writeFileSync(f.loaded, next.hash);
+        writeFileSync(f.loaded, loadedMark(next.hash));
         const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
         log('info', 'resolver reloaded', {
           listeners: resolver.listeners().map((l) => `${l.address}:${l.port} ${l.state}`),

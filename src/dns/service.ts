@@ -6,7 +6,7 @@
  *   runDir/dns.json    the configuration's index (written by apply, re-read on SIGHUP)
  *   runDir/dns/NAME.json  a container's names and proxies (a part; the index holds its hash)
  *   runDir/dns.pid     the resolver's pid
- *   runDir/dns.loaded  sha256 of the configuration it has loaded (the reload handshake)
+ *   runDir/dns.loaded  "PROTOCOL sha256" of the configuration it has loaded (the reload handshake)
  *   stateDir/dns.log   its log
  *
  * apply writes the parts that changed, then the index; it starts the resolver or sends
@@ -57,7 +57,7 @@ export function observeResolver(instance: string): { config: string; running: bo
   const config = readConfig(f.config);
   const pid = resolverPid(instance);
   if (config === undefined && !pid) return undefined;
-  const running = !!pid && read(f.loaded)?.trim() === configHash(config ?? '');
+  const running = !!pid && read(f.loaded)?.trim() === loadedMark(configHash(config ?? ''));
   return { config: config ?? '', running };
 }
 
@@ -86,6 +86,16 @@ function configHash(text: string): string {
   if (lastHash?.text !== text) lastHash = { text, hash: sha256hex(text) };
   return lastHash.hash;
 }
+
+/**
+ * The version of the daemon-resolver files (dns.json and its parts). A resolver started by
+ * another tether version that reads them otherwise (the proxies were in the index before
+ * version 2) is replaced, not reloaded.
+ */
+export const RESOLVER_PROTOCOL = 2;
+
+/** What dns.loaded holds once the resolver has loaded the configuration of sha256 `hash`. */
+export const loadedMark = (hash: string) => `${RESOLVER_PROTOCOL} ${hash}`;
 
 /** Polls `cond` at 1, 2, 4, 8, then every 10 ms (for what no event reports: a process's end). */
 async function pollFor(cond: () => boolean, ms: number, what: string): Promise<void> {
@@ -139,12 +149,18 @@ export async function reloadResolver(
 ): Promise<void> {
   const f = files(instance);
   mkdirSync(stateDir(instance), { recursive: true });
-  const pid = resolverPid(instance);
+  let pid = resolverPid(instance);
+  // One that marked its last load otherwise speaks another protocol: it is stopped first.
+  const mark = read(f.loaded);
+  if (pid && mark !== undefined && !mark.startsWith(loadedMark(''))) {
+    await stopProcess(pid, instance);
+    pid = undefined;
+  }
   // A resolver that is not serving this index gets every part (diff.ts): any other part file
   // is left over from before, and goes.
   syncPartFiles(f.parts, parts, removeParts === 'others' ? { allBut: parts } : removeParts);
   writeText(f.config, config);
-  const want = configHash(config);
+  const want = loadedMark(configHash(config));
   if (pid) {
     process.kill(pid, 'SIGHUP');
   } else {
@@ -203,17 +219,20 @@ export function loadResolverConfig(
   return { index, hash: sha256hex(text), parts };
 }
 
+/** SIGTERM to this instance's resolver `pid`; waits until it is gone. */
+async function stopProcess(pid: number, instance: string): Promise<void> {
+  process.kill(pid, 'SIGTERM');
+  await pollFor(
+    () => !existsSync(`/proc/${pid}`) || resolverPid(instance) === undefined,
+    5000,
+    'the resolver did not stop in 5 s',
+  );
+}
+
 export async function stopResolver(instance: string): Promise<void> {
   const f = files(instance);
   const pid = resolverPid(instance);
-  if (pid) {
-    process.kill(pid, 'SIGTERM');
-    await pollFor(
-      () => !existsSync(`/proc/${pid}`) || resolverPid(instance) === undefined,
-      5000,
-      'the resolver did not stop in 5 s',
-    );
-  }
+  if (pid) await stopProcess(pid, instance);
   for (const p of [f.config, f.pid, f.loaded]) rmSync(p, { force: true });
   rmSync(f.parts, { recursive: true, force: true });
 }

@@ -172,6 +172,21 @@ describe('container DNS on the kernel', () => {
     );
   });
 
+  it('replaces a resolver that speaks another protocol instead of reloading it', () => {
+    const run = join(s.dir, 'run', s.instance);
+    const pid = readFileSync(join(run, 'dns.pid'), 'utf8');
+    // What the resolver of an older tether leaves in dns.loaded: the bare hash.
+    const loaded = join(run, 'dns.loaded');
+    writeFileSync(loaded, readFileSync(loaded, 'utf8').split(' ').at(-1)!);
+    const plan = JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions;
+    expect(plan).toMatchObject([{ op: 'resolver.reload', start: true, removeParts: 'others' }]);
+    s.tetherOk('apply', '-f', s.manifests);
+    expect(readFileSync(join(run, 'dns.pid'), 'utf8')).not.toBe(pid);
+    const cmdline = `/proc/${pid}/cmdline`;
+    expect(existsSync(cmdline) ? readFileSync(cmdline, 'utf8') : '').not.toMatch(/dns-serve/);
+    expect(short('alpine1', 'alpine2')).toEqual(['172.18.0.3']);
+  });
+
   it('plan is empty after apply; destroy stops the resolver and removes the files', () => {
     expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
     s.tetherOk('destroy');
