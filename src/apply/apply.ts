@@ -156,6 +156,9 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
       // link-local address, which would hold IPv6 neighbour discovery (and so forwarded
       // IPv6) back for 1-2 s. The gateway addresses are added with nodad as well.
       writeSysctlIfPresent(`net.ipv6.conf.${a.name}.accept_dad`, '0');
+      // No router advertisements taken from the bridge (as Docker): a container must not
+      // give the host addresses or a default route.
+      writeSysctlIfPresent(`net.ipv6.conf.${a.name}.accept_ra`, '0');
       await nl.setLink(a.name, { alias: netAlias(instance, a.network), up: true });
       return 2;
     });

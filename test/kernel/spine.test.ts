@@ -92,6 +92,8 @@ describe('seed walkthrough on the kernel', () => {
       // Set (3, NET_ADDR_SET), locally administered and unicast, as Docker's random MAC.
       expect(ok(['cat', `/sys/class/net/${b.ifname}/addr_assign_type`])).toBe('3');
       expect(Number.parseInt(b.address.slice(0, 2), 16) & 0x03).toBe(0x02);
+      // And, as Docker's, no router advertisements taken from containers.
+      expect(ok(['cat', `/proc/sys/net/ipv6/conf/${b.ifname}/accept_ra`])).toBe('0');
       // A bridge without one would take the lowest MAC of its ports: the gateway's MAC
       // would change under the containers' ARP caches as containers come and go.
       ok([
