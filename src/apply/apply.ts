@@ -185,13 +185,18 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
       return 3;
     }),
   );
-  for (const a of veths)
+  for (const a of veths) {
+    // An IPv4-only endpoint has no IPv6 link-local address either (Docker sets disable_ipv6
+    // there): it does not announce itself (DAD, MLD, router solicitations) to every
+    // container of the bridge.
+    if (a.noIpv6) push(post, a.nsPath, { t: 'link', name: a.peer, noLinkLocal: true });
     push(post, a.nsPath, {
       t: 'link',
       name: a.peer,
       alias: epAlias(instance, a.container, a.network),
       up: true,
     });
+  }
   for (const a of hostActs) {
     if (a.op === 'addr.add') {
       await run(a, async () => {

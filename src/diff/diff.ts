@@ -475,6 +475,7 @@ function containerDiff(
           master: dv.master,
           mtu: dv.mtu,
           mac: peer.mac,
+          ...(peer.addrs.some((a) => a.includes(':')) ? {} : { noIpv6: true as const }),
         });
         continue;
       }

@@ -19,6 +19,8 @@ export type Action =
       master?: string;
       mtu?: number;
       mac?: string;
+      /** The container end has no IPv6 address: it gets no link-local one either (as Docker). */
+      noIpv6?: true;
     }
   | { op: 'veth.delete'; container: string; network: string; name: string }
   | { op: 'link.set'; container?: string; nsPath?: string; name: string; change: LinkChange }

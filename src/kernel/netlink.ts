@@ -333,6 +333,22 @@ export class HostNetlink {
     );
   }
 
+  /**
+   * No IPv6 link-local address on this link when it comes up (`ip link set dev NAME
+   * addrgenmode none`): RTM_NEWLINK with IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE
+   * IN6_ADDR_GEN_MODE_NONE } }. A separate request before the link goes up: in one request
+   * with the up flag the kernel would bring it up first.
+   */
+  async setNoLinkLocal(name: string): Promise<void> {
+    const nested = 0x8000; // NLA_F_NESTED
+    const hdr = Buffer.alloc(16); // index 0: the link is found by IFLA_IFNAME
+    const inet6 = rtattr(AF_INET6 | nested, rtattr(8 /* IFLA_INET6_ADDR_GEN_MODE */, Buffer.from([1])));
+    const spec = rtattr(26 /* IFLA_AF_SPEC */ | nested, inet6);
+    await this.request(`set addrgenmode none on ${name}`, () =>
+      this.sock.socket.request(rt.MessageType.NEWLINK, Buffer.concat([hdr, ifnameAttr(name), spec]), {}),
+    );
+  }
+
   async deleteLink(name: string): Promise<void> {
     await this.request(`delete link ${name}`, () => this.sock.delLink({}, { ifname: name }));
   }

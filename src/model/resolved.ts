@@ -34,6 +34,7 @@ export interface ResolvedEndpoint {
   readonly ifname: string;
   /** Host end of the veth. */
   readonly hostVeth: string;
+  /** The container end's MAC: the manifest's, else 02:42 and the IPv4 address (ipam.ts). */
   readonly mac?: string;
   /** Address without prefix. */
   readonly ipv4?: string;

@@ -704,7 +704,7 @@ function endpointsPart(
       network: a.network,
       ifname,
       hostVeth: vethName(instance, c.name, a.network),
-      mac: a.macAddress?.toLowerCase(),
+      mac: a.macAddress?.toLowerCase() ?? macOfIpv4(got.v4),
       ipv4: got.v4,
       ipv6: got.v6,
       prefix4: net.v4 ? parseCidr(net.v4.subnet).len : undefined,
@@ -794,6 +794,20 @@ function pickGateway(
     const addr = family === 4 ? e.ipv4 : e.ipv6;
     return !!fc?.routeVia && !!addr;
   });
+}
+
+/**
+ * The MAC of an endpoint the manifest gives none: 02:42 and its IPv4 address (Docker's
+ * before 28.0), none without IPv4 (the kernel's random one). A container given the address
+ * of one that went has the MAC its neighbours' ARP caches hold for it, so they reach it at
+ * once (Docker 28 sends unsolicited ARPs instead).
+ */
+function macOfIpv4(ip: string | undefined): string | undefined {
+  if (!ip) return undefined;
+  return `02:42:${ip
+    .split('.')
+    .map((b) => Number(b).toString(16).padStart(2, '0'))
+    .join(':')}`;
 }
 
 /** Host ports already bound, for ephemeral allocation: "family proto hostIp" → ports. */

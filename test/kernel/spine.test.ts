@@ -77,7 +77,7 @@ describe('seed walkthrough on the kernel', () => {
     expect(routes[0].gateway).toBe('172.18.0.1');
   });
 
-  it('gives each bridge a MAC of its own, which a port with a lower MAC does not take', () => {
+  it('gives each bridge a MAC of its own, which a port with a lower MAC does not take, and accept_ra 0', () => {
     const bridges = s.ipJson(s.host, 'link', 'show', 'type', 'bridge') as {
       ifname: string;
       address: string;
@@ -152,5 +152,39 @@ describe('seed walkthrough on the kernel', () => {
         .map((e: any) => `${e.prefix.addr}/${e.prefix.len}`)
         .sort(),
     ).toEqual(['172.17.0.0/16', '172.18.0.0/16']);
+  });
+});
+
+describe('container interfaces as Docker makes them', () => {
+  let s: Sandbox;
+  const M = (more: string) =>
+    `networks:\n  v4: {}\n  v6: { enable_ipv6: true, ipam: { config: [{ subnet: "fd00:61::/64" }] } }\ncontainers:\n  a: { networks: [v4, v6] }\n${more}`;
+  beforeAll(() => {
+    s = Sandbox.create({ uplink: false });
+    s.write('m.yaml', M('  b: { networks: [v4] }\n'));
+    s.tetherOk('apply', '-f', s.manifests);
+  });
+  afterAll(() => s.teardown());
+
+  it('an IPv4-only endpoint has no IPv6 address, not even link-local; lo keeps ::1', () => {
+    const v6 = (c: string, dev: string) =>
+      s.ipJson(s.ns(c), '-6', 'addr', 'show', 'dev', dev)[0]?.addr_info.map((x: any) => x.scope) ?? [];
+    expect(v6('b', 'eth0')).toEqual([]);
+    expect(v6('b', 'lo')).toEqual(['host']);
+    expect(v6('a', 'eth0')).toEqual([]);
+    // The IPv6 network's endpoint: its address and its link-local one.
+    expect(v6('a', 'eth1').sort()).toEqual(['global', 'link']);
+  });
+
+  it('a container given the address of one that went is reached at once (its MAC follows the address)', () => {
+    const mac = (c: string) => s.ipJson(s.ns(c), 'link', 'show', 'dev', 'eth0')[0].address;
+    expect(mac('b')).toBe('02:42:ac:12:00:03');
+    expect(s.ping(s.ns('a'), '172.18.0.3')).toBe(true);
+    // b goes and c comes: c gets b's address, and a's ARP cache still holds b's entry.
+    s.write('m.yaml', M('  c: { networks: [v4] }\n'));
+    s.tetherOk('apply', '-f', s.manifests, '--prune-all');
+    expect(s.ipJson(s.ns('c'), 'addr', 'show', 'dev', 'eth0')[0].addr_info[0].local).toBe('172.18.0.3');
+    expect(s.ping(s.ns('a'), '172.18.0.3')).toBe(true);
+    expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
   });
 });
