@@ -430,7 +430,9 @@ function containerDiff(
     }
   }
 
-  // Inside a surviving namespace: routes and addresses to remove.
+  // Inside a surviving namespace: routes and addresses to remove. (An address that goes can
+  // take the default route through its subnet with it: "family dev" of each.)
+  const addrGone = new Set<string>();
   if (a && d && !dying) {
     for (const r of a.routes) {
       const keep = d.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
@@ -448,8 +450,10 @@ function containerDiff(
     for (const name of keys(a.links)) {
       const dl = d.links[name];
       if (!dl || isLinkDying(a, name, dyingVeth, haveVeth)) continue;
-      for (const cidr of minus(a.links[name]!.addrs, dl.addrs))
+      for (const cidr of minus(a.links[name]!.addrs, dl.addrs)) {
         nsDel.push({ op: 'addr.del', container: c, nsPath: a.path, dev: name, cidr });
+        addrGone.add(`${cidr.includes(':') ? 6 : 4} ${name}`);
+      }
     }
   }
   const netnsDel: Action | undefined = dying
@@ -506,8 +510,12 @@ function containerDiff(
       const fresh =
         !live?.links[r.dev] ||
         dyingVeth.has(wantVeth.get(epKey(c, d.links[r.dev]?.network ?? ''))?.name ?? '');
+      // The kernel drops a route when the address it goes through is deleted: put it back
+      // (route.add replaces) after the new address.
       const have =
-        !fresh && live!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
+        !fresh &&
+        !addrGone.has(`${r.family} ${r.dev}`) &&
+        live!.routes.some((x) => x.family === r.family && x.via === r.via && x.dev === r.dev);
       if (!have)
         nsAdd.push({
           op: 'route.add',

@@ -112,6 +112,28 @@ describe('diff', () => {
     expect(ops.lastIndexOf('addr.del')).toBeLessThan(ops.indexOf('addr.add'));
   });
 
+  it('puts the default route back after a changed address (the kernel drops it with the old one)', () => {
+    const want = world(['a', 'b']);
+    const have = world(['b', 'a']);
+    const ops = diff(want, have, T).actions.map((a) => `${a.op} ${'container' in a ? a.container : ''}`);
+    for (const c of ['a', 'b']) {
+      expect(ops.indexOf(`route.add ${c}`)).toBeGreaterThan(ops.indexOf(`addr.add ${c}`));
+      expect(ops.indexOf(`addr.del ${c}`)).toBeGreaterThanOrEqual(0);
+    }
+    // An address added next to the others takes no route with it: no route.add then.
+    const more: KernelState = {
+      ...want,
+      namespaces: {
+        ...want.namespaces,
+        a: {
+          ...want.namespaces.a!,
+          links: { eth0: { ...want.namespaces.a!.links.eth0!, addrs: ['172.18.0.2/16', '172.18.0.9/16'] } },
+        },
+      },
+    };
+    expect(diff(more, want, T).actions.map((a) => a.op)).toEqual(['addr.add']);
+  });
+
   it('destroy: empty desired deletes bridges, namespaces and the table', () => {
     const p = diff(EMPTY_STATE, world(['a', 'b']), T);
     // 1 bridge + 2 namespaces (with their veths) + 1 table = 4
