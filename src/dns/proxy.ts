@@ -94,27 +94,37 @@ export class Proxies {
   private readonly claims = new Map<string, { readonly owner: string; readonly spec: ProxySpec }[]>();
   constructor(private readonly log: Log) {}
 
-  /** `owner`'s proxies were `before` and are now `after`. */
-  change(owner: string, before: readonly ProxySpec[], after: readonly ProxySpec[]): void {
+  /**
+   * Each owner's proxies were `before` and are now `after`. Every claim given up goes
+   * before any new one is taken, so a port that passes from one container to another in
+   * one reload is not claimed twice.
+   */
+  change(
+    changes: readonly (readonly [owner: string, before: readonly ProxySpec[], after: readonly ProxySpec[]])[],
+  ): void {
     const touched = new Set<string>();
-    for (const p of before) {
-      const k = listenKey(p);
-      const list = this.claims.get(k)?.filter((c) => c.owner !== owner) ?? [];
-      if (list.length) this.claims.set(k, list);
-      else this.claims.delete(k);
-      touched.add(k);
+    for (const [owner, before] of changes) {
+      for (const p of before) {
+        const k = listenKey(p);
+        const list = this.claims.get(k)?.filter((c) => c.owner !== owner) ?? [];
+        if (list.length) this.claims.set(k, list);
+        else this.claims.delete(k);
+        touched.add(k);
+      }
     }
-    for (const p of after) {
-      const k = listenKey(p);
-      const list = this.claims.get(k) ?? [];
-      list.push({ owner, spec: p });
-      this.claims.set(k, list);
-      touched.add(k);
-      if (list.length > 1)
-        this.log('warn', 'proxy port claimed twice; the first claim is served', {
-          proxy: keyOf(p),
-          containers: list.map((c) => c.owner),
-        });
+    for (const [owner, , after] of changes) {
+      for (const p of after) {
+        const k = listenKey(p);
+        const list = this.claims.get(k) ?? [];
+        list.push({ owner, spec: p });
+        this.claims.set(k, list);
+        touched.add(k);
+        if (list.length > 1)
+          this.log('warn', 'proxy port claimed twice; the first claim is served', {
+            proxy: keyOf(p),
+            containers: list.map((c) => c.owner),
+          });
+      }
     }
     for (const k of touched) {
       const want = this.claims.get(k)?.[0]?.spec;

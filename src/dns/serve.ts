@@ -39,10 +39,8 @@ export async function serveDns(instance: string): Promise<void> {
     }
     known = parts;
     const cfg: DnsConfig = index.dns ? { ...index.dns, endpoints } : EMPTY_DNS;
-    const applyProxies = () => {
-      for (const [name, was, now] of proxyChanges)
-        proxies.change(name, was?.proxies ?? [], now?.proxies ?? []);
-    };
+    const applyProxies = () =>
+      proxies.change(proxyChanges.map(([name, was, now]) => [name, was?.proxies ?? [], now?.proxies ?? []]));
     return { cfg, change: { gone, added }, applyProxies, hash };
   };
   // A resolver must outlive a bug in one query's handling: log it and keep serving.

@@ -10,6 +10,8 @@
  * Conventions: container subnets explicit 172.2x.0.0/16 and fd00:2x::/64 (ULA); the uplink is
  * 203.0.113.1 / 2001:db8:1::1 (host .2 / ::2), the LAN neighbour 198.51.100.2 (host .1).
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   HOST_V4,
@@ -386,5 +388,18 @@ describe("the userland proxies across edits (each container's part of the resolv
       `${chosen} → a 81`,
     ]);
     expect(JSON.parse(s.tetherOk('plan', '-f', s.manifests, '--json')).actions).toEqual([]);
+
+    // a and c swap ports in one edit: each port passes to the other container, and the
+    // resolver never sees it claimed twice.
+    s.write(
+      'm.yaml',
+      manifest(
+        '  a: { networks: [v4], ports: ["8202:80", "[::]::81"] }\n  c: { networks: { v4: { ipv4_address: 172.23.0.9 } }, ports: ["8203:80"] }\n',
+      ),
+    );
+    s.tetherOk('apply', '-f', s.manifests);
+    expect(await probe([8202, 8203, chosen])).toEqual(['8202 → a 80', '8203 → c 80', `${chosen} → a 81`]);
+    const log = readFileSync(join(s.dir, 'state', s.instance, 'dns.log'), 'utf8');
+    expect(log).not.toMatch(/claimed twice/);
   });
 });
