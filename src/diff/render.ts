@@ -50,7 +50,7 @@ export function describe(a: Action): string {
     case 'resolver.reload': {
       const what = [
         a.networks ? `dns for ${a.networks} network${a.networks === 1 ? '' : 's'}` : '',
-        a.proxies ? `${a.proxies} loopback proxy${a.proxies === 1 ? '' : 'ies'}` : '',
+        a.proxies ? `${a.proxies} userland prox${a.proxies === 1 ? 'y' : 'ies'}` : '',
       ].filter(Boolean);
       return `${a.start ? '+' : '~'} resolver process: ${what.join(', ')} (${a.start ? 'start' : 'reload'})`;
     }

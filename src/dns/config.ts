@@ -3,6 +3,8 @@
  * - the embedded resolver's configuration: one listener per user-defined network's
  *   gateway address(es), the names each endpoint registers there (container name,
  *   aliases, hostname), and the upstreams (daemon `dns:`, else the host's resolvers);
+ * - the userland proxies the resolver process runs for published ports NAT cannot serve;
+ *   a container's names and proxies are its part of the configuration;
  * - each tether-made namespace's resolv.conf and hosts under /etc/netns/<netns>/, which
  *   `ip netns exec` (and `tether exec`) bind-mount over /etc.
  * The default bridge has no embedded DNS (Docker's legacy behaviour).

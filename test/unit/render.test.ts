@@ -42,4 +42,16 @@ describe('plan rendering', () => {
     expect(renderText(p)).toBe('No changes. The kernel matches the manifests.\n');
     expect(JSON.parse(renderJson(p))).toEqual({ actions: [] });
   });
+
+  it("counts the resolver's networks and userland proxies in words", () => {
+    const line = (networks: number, proxies: number) =>
+      renderText({
+        actions: [
+          { op: 'resolver.reload', config: '', parts: {}, removeParts: [], networks, proxies, start: false },
+        ],
+      }).split('\n')[0];
+    expect(line(1, 1)).toBe('~ resolver process: dns for 1 network, 1 userland proxy (reload)');
+    expect(line(2, 3)).toBe('~ resolver process: dns for 2 networks, 3 userland proxies (reload)');
+    expect(line(0, 2)).toBe('~ resolver process: 2 userland proxies (reload)');
+  });
 });
