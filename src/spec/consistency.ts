@@ -39,6 +39,7 @@ import {
   parseBool,
   parseIntOption,
   W_BRIDGE_CROWDED,
+  W_MAC_OF_ADDRESS,
   W_PORTS_DISCARDED,
 } from './defaults.js';
 import type { Origin, Path, Sources } from './read.js';
@@ -653,6 +654,26 @@ class Checker {
       else this.mac(canon.macAddress, `${who}`, sub(canon.at, 'mac_address'));
     }
     if (mode !== 'bridge') return;
+
+    // A pinned MAC of the form tether gives an address (02:42 + IPv4, ipam.ts) clashes
+    // with the container that gets that address, unless it is this one's pinned address.
+    ct.networks.forEach((att, i) => {
+      const m = att.macAddress ? normalizeMac(att.macAddress) : undefined;
+      if (!m?.startsWith('02:42:')) return;
+      const ip = m
+        .slice(6)
+        .split(':')
+        .map((b) => Number.parseInt(b, 16))
+        .join('.');
+      if (att.ipv4Address === ip) return;
+      const ca = canon.networks[i];
+      const at = ca?.macAddress !== undefined ? sub(ca.at, 'mac_address') : sub(canon.at, 'mac_address');
+      this.warnings.push({
+        code: W_MAC_OF_ADDRESS,
+        message: `${who} on network '${att.network}': mac_address ${m} is the MAC tether gives the container at ${ip}; should another container get that address, both interfaces have one MAC. Pin ipv4_address ${ip} with it, or choose another MAC`,
+        src: this.ref(at, true),
+      });
+    });
 
     const usedNames = new Map<string, Origin>();
     for (const a of canon.networks) {

@@ -73,6 +73,7 @@ export const W_UNKNOWN_OPTION = 'TETHER_W0101';
 export const W_PORTS_DISCARDED = 'TETHER_W0102';
 export const W_IPV4_CONFIG_IGNORED = 'TETHER_W0103';
 export const W_BRIDGE_CROWDED = 'TETHER_W0104';
+export const W_MAC_OF_ADDRESS = 'TETHER_W0105';
 
 export const DEFAULT_BRIDGE = 'bridge';
 export const PREDEFINED_MODES = new Set(['host', 'none']);

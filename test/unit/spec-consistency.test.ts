@@ -349,6 +349,25 @@ describe('references, modes and MACs', () => {
     expect(spec.containers.agent.ports).toEqual([]);
   });
 
+  it('warns of a pinned MAC that tether would give the container holding another address', () => {
+    const spec = load(
+      [
+        'networks:',
+        '  n: {}',
+        'containers:',
+        '  a: { networks: { n: { mac_address: "02:42:AC:12:00:05" } } }',
+        '  b: { networks: { n: { mac_address: "02:42:ac:12:00:06", ipv4_address: 172.18.0.6 } } }',
+        '  c: { networks: { n: { mac_address: "02:11:22:33:44:55" } } }',
+        '  d: { networks: [n], mac_address: "02:42:0a:00:00:01" }',
+        '',
+      ].join('\n'),
+    );
+    expect(spec.warnings.map((w) => `${w.code} ${w.src?.line}: ${w.message.split(';')[0]}`)).toEqual([
+      "TETHER_W0105 4: container 'a' on network 'n': mac_address 02:42:ac:12:00:05 is the MAC tether gives the container at 172.18.0.5",
+      "TETHER_W0105 7: container 'd' on network 'n': mac_address 02:42:0a:00:00:01 is the MAC tether gives the container at 10.0.0.1",
+    ]);
+  });
+
   it('rejects malformed, multicast and duplicate MAC addresses', () => {
     expect(
       errorsOf(yaml`
