@@ -19,7 +19,7 @@ import type { Spec } from '../model/spec.js';
 import { loadSpec } from '../spec/load.js';
 import { clearLastApply, type LastApply, readLastApply, recordApply } from '../state/record.js';
 import { withLock } from '../state/store.js';
-import { buildViews, type WorldView } from './views.js';
+import { buildViews, lookUp, type WorldView } from './views.js';
 
 const VERSION = '0.1.0';
 
@@ -177,7 +177,14 @@ async function cmdNetworkInspect(names: string[], opts: { file?: string }, g: Gl
   printInspect(
     'network',
     names,
-    names.map((n) => v.networks.find((x) => x.Name === n || x.Id.startsWith(n))),
+    names.map((n) =>
+      lookUp(
+        v.networks,
+        n,
+        (x) => x.Name,
+        (x) => x.Id,
+      ),
+    ),
   );
 }
 
@@ -218,7 +225,14 @@ async function cmdContainerInspect(names: string[], opts: { file?: string }, g: 
   printInspect(
     'container',
     names,
-    names.map((n) => v.containers.find((x) => x.Name === `/${n}` || x.Id.startsWith(n))),
+    names.map((n) =>
+      lookUp(
+        v.containers,
+        n.replace(/^\//, ''),
+        (x) => x.Name.slice(1),
+        (x) => x.Id,
+      ),
+    ),
   );
 }
 

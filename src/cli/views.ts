@@ -290,3 +290,20 @@ function emptyEndpoint(net: string): EndpointView {
     GwPriority: 0,
   };
 }
+
+/**
+ * The object `ref` names, as Docker looks one up: a full ID, else a name, else an ID prefix
+ * that only one object has (an ambiguous prefix names none). A name that is also the start
+ * of another object's ID (container "a", an ID "a09d…") is the name.
+ */
+export function lookUp<T>(
+  items: readonly T[],
+  ref: string,
+  nameOf: (x: T) => string,
+  idOf: (x: T) => string,
+): T | undefined {
+  const byId = items.find((x) => idOf(x) === ref) ?? items.find((x) => nameOf(x) === ref);
+  if (byId || !ref) return byId;
+  const prefixed = items.filter((x) => idOf(x).startsWith(ref));
+  return prefixed.length === 1 ? prefixed[0] : undefined;
+}
