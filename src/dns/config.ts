@@ -309,7 +309,10 @@ function containerDns(
           host: h.host,
           ip: h.ip === 'host-gateway' ? (ctx.hostGateway ?? h.ip) : h.ip,
         })),
-        ipv6,
+        // Docker leaves the IPv6 lines out only when the container's `lo` has no ::1 (IPv6
+        // disabled in it); a namespace tether makes keeps IPv6 on `lo`, also on IPv4-only
+        // networks (TestEtcHostsIpv6, TestNonIPv6Network).
+        ipv6: true,
         containerName: c.name,
       }),
     ]);

@@ -99,6 +99,9 @@ describe('container DNS on the kernel', () => {
     const hosts = s.inNs(s.ns('web1'), ['cat', '/etc/hosts']).stdout;
     expect(hosts).toMatch(/^172\.18\.0\.1\tgateway\.local$/m);
     expect(hosts).toMatch(/\twebhost web1$/m);
+    // Docker's IPv6 defaults too: the container's lo has ::1, though its network is IPv4-only.
+    expect(hosts).toMatch(/^::1\tlocalhost ip6-localhost ip6-loopback$/m);
+    expect(s.inNs(s.ns('web1'), ['ip', '-6', 'addr', 'show', 'dev', 'lo']).stdout).toMatch(/::1\/128/);
     expect(s.tetherOk('exec', 'web1', '--', 'getent', 'hosts', 'gateway.local')).toMatch(/172\.18\.0\.1/);
   });
 
