@@ -33,6 +33,7 @@ import {
   containerMode,
   DEFAULT_BRIDGE,
   GATEWAY_MODES,
+  ipv4OfMac,
   normalizeMac,
   OPT,
   PREDEFINED_MODES,
@@ -179,6 +180,25 @@ export interface Binding {
  */
 const portBindings = new ObjectMemo<CanonContainer, readonly Binding[]>();
 const cleanContainers = new ObjectMemo<CanonContainer, true>();
+
+/** Each attachment's pinned MAC (normalized) with where it is written (its own key or the service's). */
+function pinnedMacs(
+  ct: ContainerSpec,
+  canon: CanonContainer,
+): { att: ContainerSpec['networks'][number]; mac: string; at: Origin }[] {
+  const out: { att: ContainerSpec['networks'][number]; mac: string; at: Origin }[] = [];
+  ct.networks.forEach((att, i) => {
+    const mac = att.macAddress ? normalizeMac(att.macAddress) : undefined;
+    if (!mac) return;
+    const ca = canon.networks[i];
+    out.push({
+      att,
+      mac,
+      at: ca?.macAddress !== undefined ? sub(ca.at, 'mac_address') : sub(canon.at, 'mac_address'),
+    });
+  });
+  return out;
+}
 
 /**
  * Who claims each fixed host port ("tcp/4/8080"), kept from one load to the next and
@@ -655,25 +675,17 @@ class Checker {
     }
     if (mode !== 'bridge') return;
 
-    // A pinned MAC of the form tether gives an address (02:42 + IPv4, ipam.ts) clashes
+    // A pinned MAC of the form tether gives an address (02:42 + IPv4, defaults.ts) clashes
     // with the container that gets that address, unless it is this one's pinned address.
-    ct.networks.forEach((att, i) => {
-      const m = att.macAddress ? normalizeMac(att.macAddress) : undefined;
-      if (!m?.startsWith('02:42:')) return;
-      const ip = m
-        .slice(6)
-        .split(':')
-        .map((b) => Number.parseInt(b, 16))
-        .join('.');
-      if (att.ipv4Address === ip) return;
-      const ca = canon.networks[i];
-      const at = ca?.macAddress !== undefined ? sub(ca.at, 'mac_address') : sub(canon.at, 'mac_address');
+    for (const { att, mac, at } of pinnedMacs(ct, canon)) {
+      const ip = ipv4OfMac(mac);
+      if (!ip || att.ipv4Address === ip) continue;
       this.warnings.push({
         code: W_MAC_OF_ADDRESS,
-        message: `${who} on network '${att.network}': mac_address ${m} is the MAC tether gives the container at ${ip}; should another container get that address, both interfaces have one MAC. Pin ipv4_address ${ip} with it, or choose another MAC`,
+        message: `${who} on network '${att.network}': mac_address ${mac} is the MAC tether gives the container at ${ip}; should another container get that address, both interfaces have one MAC. Pin ipv4_address ${ip} with it, or choose another MAC`,
         src: this.ref(at, true),
       });
-    });
+    }
 
     const usedNames = new Map<string, Origin>();
     for (const a of canon.networks) {
@@ -836,13 +848,8 @@ class Checker {
         }
       }
     }
-    ct.networks.forEach((att, i) => {
-      const m = att.macAddress ? normalizeMac(att.macAddress) : undefined;
-      if (!m) return;
-      const ca = canon.networks[i];
-      const at = ca?.macAddress !== undefined ? sub(ca.at, 'mac_address') : sub(canon.at, 'mac_address');
-      claim(`MAC address ${m} on network '${att.network}'`, at);
-    });
+    for (const { att, mac, at } of pinnedMacs(ct, canon))
+      claim(`MAC address ${mac} on network '${att.network}'`, at);
   }
 
   /** A static address against its network's explicit IPAM request. */

@@ -107,6 +107,30 @@ export function normalizeMac(v: string): string | undefined {
   return [m[1], m[3], m[4], m[5], m[6], m[7]].join(':').toLowerCase();
 }
 
+/**
+ * The MAC of an endpoint the manifest gives none: 02:42 and its IPv4 address (Docker's
+ * before 28.0), none without IPv4 (the kernel's random one). A container given the address
+ * of one that went has the MAC its neighbours' ARP caches hold for it, so they reach it at
+ * once (Docker 28 sends unsolicited ARPs instead).
+ */
+export function macOfIpv4(ip: string | undefined): string | undefined {
+  if (!ip) return undefined;
+  return `02:42:${ip
+    .split('.')
+    .map((b) => Number(b).toString(16).padStart(2, '0'))
+    .join(':')}`;
+}
+
+/** The IPv4 address whose MAC (macOfIpv4) a normalized MAC is; undefined for other MACs. */
+export function ipv4OfMac(mac: string): string | undefined {
+  if (!mac.startsWith('02:42:')) return undefined;
+  return mac
+    .slice(6)
+    .split(':')
+    .map((b) => Number.parseInt(b, 16))
+    .join('.');
+}
+
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 export interface DefaultsResult {

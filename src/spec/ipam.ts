@@ -50,6 +50,7 @@ import type {
 } from '../model/resolved.js';
 import type { ContainerSpec, IpamRequest, NetworkSpec, Spec } from '../model/spec.js';
 import type { KernelState, NamespaceState } from '../model/state.js';
+import { macOfIpv4 } from './defaults.js';
 
 /** What the host looks like, as far as IPAM cares. */
 export interface HostFacts {
@@ -794,20 +795,6 @@ function pickGateway(
     const addr = family === 4 ? e.ipv4 : e.ipv6;
     return !!fc?.routeVia && !!addr;
   });
-}
-
-/**
- * The MAC of an endpoint the manifest gives none: 02:42 and its IPv4 address (Docker's
- * before 28.0), none without IPv4 (the kernel's random one). A container given the address
- * of one that went has the MAC its neighbours' ARP caches hold for it, so they reach it at
- * once (Docker 28 sends unsolicited ARPs instead).
- */
-function macOfIpv4(ip: string | undefined): string | undefined {
-  if (!ip) return undefined;
-  return `02:42:${ip
-    .split('.')
-    .map((b) => Number(b).toString(16).padStart(2, '0'))
-    .join(':')}`;
 }
 
 /** Host ports already bound, for ephemeral allocation: "family proto hostIp" → ports. */
