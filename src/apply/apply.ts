@@ -189,7 +189,7 @@ export async function apply(plan: Plan, { instance, nl, vethsOf }: ApplyContext)
     // An IPv4-only endpoint has no IPv6 link-local address either (Docker sets disable_ipv6
     // there): it does not announce itself (DAD, MLD, router solicitations) to every
     // container of the bridge.
-    if (a.noIpv6) push(post, a.nsPath, { t: 'link', name: a.peer, noLinkLocal: true });
+    if (a.noIpv6) push(post, a.nsPath, { t: 'no-link-local', name: a.peer });
     push(post, a.nsPath, {
       t: 'link',
       name: a.peer,

@@ -16,9 +16,9 @@ export type NsOp =
       readonly mtu?: number;
       readonly mac?: string;
       readonly up?: boolean;
-      /** No IPv6 link-local address (set before the link goes up, in an op of its own). */
-      readonly noLinkLocal?: boolean;
     }
+  /** No IPv6 link-local address on the link (before it goes up). */
+  | { readonly t: 'no-link-local'; readonly name: string }
   | { readonly t: 'addr'; readonly add: boolean; readonly dev: string; readonly cidr: string }
   | { readonly t: 'route'; readonly add: boolean; readonly via: string; readonly dev: string };
 
@@ -31,9 +31,10 @@ export function ipLine(op: NsOp): string {
       if (op.mtu !== undefined) parts.push(`mtu ${op.mtu}`);
       if (op.mac) parts.push(`address ${op.mac}`);
       if (op.up) parts.push('up');
-      if (op.noLinkLocal) parts.push('addrgenmode none');
       return parts.join(' ');
     }
+    case 'no-link-local':
+      return `link set dev ${q(op.name)} addrgenmode none`;
     case 'addr':
       return `addr ${op.add ? 'add' : 'del'} ${op.cidr} dev ${q(op.dev)}${op.add && op.cidr.includes(':') ? ' nodad' : ''}`;
     case 'route':
@@ -56,11 +57,10 @@ export async function runNsOps(path: string, ops: readonly NsOp[]): Promise<void
     };
     for (const op of ops) {
       try {
-        if (op.t === 'link') {
-          if (op.noLinkLocal) await h.setNoLinkLocal(op.name);
-          if ((op.alias ?? op.mtu ?? op.mac ?? op.up) !== undefined)
-            await h.setLink(op.name, { alias: op.alias, mtu: op.mtu, mac: op.mac, up: op.up });
-        } else if (op.t === 'addr' && op.add) await h.addAddr(await idx(op.dev), op.cidr);
+        if (op.t === 'link')
+          await h.setLink(op.name, { alias: op.alias, mtu: op.mtu, mac: op.mac, up: op.up });
+        else if (op.t === 'no-link-local') await h.setNoLinkLocal(op.name);
+        else if (op.t === 'addr' && op.add) await h.addAddr(await idx(op.dev), op.cidr);
         else if (op.t === 'addr') await h.delAddr(await idx(op.dev), op.cidr);
         else if (op.add) await h.replaceDefaultRoute(op.via, await idx(op.dev));
         else await h.delDefaultRoute(op.via, await idx(op.dev));
