@@ -115,10 +115,7 @@ export function dnsPartOf(c: ResolvedContainer, setting: DnsSetting): DnsPart {
     const { endpoints, files } = containerDns(c, setting.ctx);
     const { proxies, chosen } = containerProxies(c);
     // Frozen: compactJson keeps the text of frozen objects.
-    const resolver =
-      endpoints.length || proxies.length
-        ? freezeData(proxies.length ? { endpoints, proxies } : { endpoints, proxies: [] })
-        : undefined;
+    const resolver = endpoints.length || proxies.length ? freezeData({ endpoints, proxies }) : undefined;
     return { endpoints, files, resolver, chosen: freezeData(chosen) };
   });
 }

@@ -3,7 +3,7 @@
  * the embedded DNS and the userland proxies for published ports NAT cannot reach.
  */
 import { writeFileSync } from 'node:fs';
-import { Proxies } from './proxy.js';
+import { Proxies, type ProxySpec } from './proxy.js';
 import type { DnsConfig, DnsEndpoint } from './records.js';
 import { startResolver } from './server.js';
 import { dnsFiles, type LoadedPart, loadedMark, loadResolverConfig } from './service.js';
@@ -22,12 +22,13 @@ export async function serveDns(instance: string): Promise<void> {
     const { index, hash, parts } = loadResolverConfig(instance, known);
     const gone: DnsEndpoint[] = [];
     const added: DnsEndpoint[] = [];
-    const proxyChanges: [string, LoadedPart | undefined, LoadedPart | undefined][] = [];
+    // Per changed container: its proxies before and now (Proxies.change).
+    const proxyChanges: [string, readonly ProxySpec[], readonly ProxySpec[]][] = [];
     for (const [name, was] of known) {
       const now = parts.get(name);
       if (now === was) continue;
       for (const e of was.endpoints) gone.push(e);
-      if (!now) proxyChanges.push([name, was, undefined]);
+      if (!now) proxyChanges.push([name, was.proxies, []]);
     }
     const endpoints: DnsEndpoint[] = [];
     for (const [name, p] of parts) {
@@ -35,12 +36,11 @@ export async function serveDns(instance: string): Promise<void> {
       const was = known.get(name);
       if (was === p) continue;
       for (const e of p.endpoints) added.push(e);
-      proxyChanges.push([name, was, p]);
+      proxyChanges.push([name, was?.proxies ?? [], p.proxies]);
     }
     known = parts;
     const cfg: DnsConfig = index.dns ? { ...index.dns, endpoints } : EMPTY_DNS;
-    const applyProxies = () =>
-      proxies.change(proxyChanges.map(([name, was, now]) => [name, was?.proxies ?? [], now?.proxies ?? []]));
+    const applyProxies = () => proxies.change(proxyChanges);
     return { cfg, change: { gone, added }, applyProxies, hash };
   };
   // A resolver must outlive a bug in one query's handling: log it and keep serving.

@@ -103,14 +103,14 @@ function macBuffer(mac: string): Buffer {
   return Buffer.from(mac.split(':').map((x) => Number.parseInt(x, 16)));
 }
 
-/** IFLA_IFNAME: a request that names its link instead of giving an index. */
 /** A random MAC, locally administered and unicast. */
-export function randomMac(): string {
+function randomMac(): string {
   const b = randomBytes(6);
   b[0] = (b[0]! & 0xfe) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
+/** IFLA_IFNAME: a request that names its link instead of giving an index. */
 const ifnameAttr = (name: string) => rtattr(3 /* IFLA_IFNAME */, Buffer.from(`${name}\0`));
 
 function wrap(op: string, e: unknown): KernelError {
