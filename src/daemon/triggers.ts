@@ -24,7 +24,7 @@ import {
   timer,
 } from 'rxjs';
 import type { NlLink } from '../kernel/netlink.js';
-import { parseAddr, parseLink, type RtMessage } from '../kernel/rtparse.js';
+import { addrOf, linkOf, type RtMessage } from '../kernel/rtparse.js';
 import { parseAlias } from '../model/names.js';
 
 export type TriggerKind = 'start' | 'file' | 'kernel' | 'resync' | 'sighup';
@@ -275,11 +275,11 @@ export async function watchKernel(
 
 function classify(filter: KernelFilter, m: RtMessage): string | undefined {
   if (m.type === RTM.NEWLINK || m.type === RTM.DELLINK) {
-    const l = parseLink(m.data);
+    const l = linkOf(m);
     return l ? filter.link(m.type === RTM.NEWLINK ? 'new' : 'del', l) : undefined;
   }
   if (m.type === RTM.NEWADDR || m.type === RTM.DELADDR) {
-    const a = parseAddr(m.data);
+    const a = addrOf(m);
     return a ? filter.addr(m.type === RTM.NEWADDR ? 'new' : 'del', a.index, a.cidr, a.scope) : undefined;
   }
   return undefined;

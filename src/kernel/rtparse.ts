@@ -202,3 +202,18 @@ export function parseRoute(buf: Buffer): NlRoute | undefined {
   });
   return route;
 }
+
+/**
+ * A notification's object, decoded once: the live observer and the daemon's kernel trigger
+ * look at the same host notifications. (A message is one kind: link, address or route.)
+ */
+const decoded = new WeakMap<RtMessage, NlLink | NlAddr | NlRoute | undefined>();
+function decodeOnce<T extends NlLink | NlAddr | NlRoute>(m: RtMessage, parse: (b: Buffer) => T | undefined) {
+  if (decoded.has(m)) return decoded.get(m) as T | undefined;
+  const x = parse(m.data);
+  decoded.set(m, x);
+  return x;
+}
+export const linkOf = (m: RtMessage) => decodeOnce(m, parseLink);
+export const addrOf = (m: RtMessage) => decodeOnce(m, parseAddr);
+export const routeOf = (m: RtMessage) => decodeOnce(m, parseRoute);

@@ -37,7 +37,17 @@ import {
 } from '../kernel/netlink.js';
 import { NETNS_DIR, type NsView } from '../kernel/netns.js';
 import { nftListTable, nftWriterPids } from '../kernel/nft.js';
-import { cString, eachAttr, parseAddr, parseLink, parseRoute, type RtMessage } from '../kernel/rtparse.js';
+import {
+  addrOf,
+  cString,
+  eachAttr,
+  linkOf,
+  parseAddr,
+  parseLink,
+  parseRoute,
+  type RtMessage,
+  routeOf,
+} from '../kernel/rtparse.js';
 import { patchRecord, sameData } from '../model/intern.js';
 import { netnsName, nftTableName, parseAlias } from '../model/names.js';
 import type { NftState } from '../model/state.js';
@@ -363,7 +373,7 @@ export class LiveObserver {
   private applyHost(m: RtMessage): boolean {
     switch (m.type) {
       case RTM.NEWLINK: {
-        const l = parseLink(m.data);
+        const l = linkOf(m);
         if (!l) return false;
         // The kernel repeats a link on changes tether does not model (carrier, operstate,
         // statistics): the link held stays, and nothing is to be read again.
@@ -375,7 +385,7 @@ export class LiveObserver {
         return true;
       }
       case RTM.DELLINK: {
-        const l = parseLink(m.data);
+        const l = linkOf(m);
         if (!l) return false;
         this.links.delete(l.index);
         this.linkChanges.set(l.index, undefined);
@@ -394,7 +404,7 @@ export class LiveObserver {
       }
       case RTM.NEWADDR:
       case RTM.DELADDR: {
-        const a = parseAddr(m.data);
+        const a = addrOf(m);
         if (!a) return false;
         if (m.type === RTM.NEWADDR) this.addrs.set(addrKey(a), a);
         else this.addrs.delete(addrKey(a));
@@ -403,7 +413,7 @@ export class LiveObserver {
       }
       case RTM.NEWROUTE:
       case RTM.DELROUTE: {
-        const r = parseRoute(m.data);
+        const r = routeOf(m);
         if (!r) return false;
         if (m.type === RTM.NEWROUTE) this.routes.set(routeKey(r), r);
         else this.routes.delete(routeKey(r));
